@@ -1,0 +1,78 @@
+"""The `memctl` command line. One module per command group, joined here.
+
+Only typer/click/rich load at start-up; heavy modules load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from memctl import __version__
+from memctl.cli import common, ingest_cmd, recall_cmd, vault_cmds
+
+app = typer.Typer(
+    name="memctl",
+    help="A local-first, encrypted, auditable personal memory vault.",
+    cls=common.MemctlGroup,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # never print locals (secrets) in tracebacks
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"memctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    vault: Annotated[
+        Optional[Path], typer.Option("--vault", help="Vault directory [env: MEMCTL_VAULT].")
+    ] = None,
+    passphrase_file: Annotated[
+        Optional[Path],
+        typer.Option("--passphrase-file", help="Passphrase file [env: MEMCTL_PASSPHRASE_FILE]."),
+    ] = None,
+    passphrase_command: Annotated[
+        Optional[str], typer.Option("--passphrase-command", help="Command printing the passphrase.")
+    ] = None,
+    key_file: Annotated[
+        Optional[Path], typer.Option("--key-file", help="Key file [env: MEMCTL_KEY_FILE].")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """memctl keeps what you want remembered in one encrypted folder and finds it fast.
+
+    Unlock order: the agent, --passphrase-file, --passphrase-command, --key-file, a prompt.
+    Exit codes: docs/exit-codes.md.
+    """
+    st = common.reset_state()
+    st.vault = vault
+    st.passphrase_file = passphrase_file
+    st.passphrase_command = passphrase_command
+    st.key_file = key_file
+    st.quiet = quiet
+
+
+app.command("init")(vault_cmds.init)
+app.command("passwd")(vault_cmds.passwd)
+app.command("status")(vault_cmds.status)
+app.add_typer(vault_cmds.key_app, name="key")
+app.command("ingest")(ingest_cmd.ingest)
+app.command("recall")(recall_cmd.recall)
+app.command("get")(recall_cmd.get)
+app.command("list")(recall_cmd.list_)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Ingestion: turning files, stdin and sources into records."""

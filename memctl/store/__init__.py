@@ -1,0 +1,1 @@
+"""The encrypted index database (SQLCipher 4): connection, schema migrations, records, vectors."""

@@ -1,0 +1,82 @@
+"""Open the SQLCipher database with the settings memctl's format requires.
+
+Every connection: raw 256-bit key (SQLCipher's own KDF skipped), ``cipher_compatibility = 4``,
+WAL, ``secure_delete`` on (asserted: erasure depends on it), a busy timeout so processes can
+share the vault, foreign keys on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from memctl.errors import CorruptVault, NoSpace, VaultBusy
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlcipher() -> Any:
+    import sqlcipher3
+
+    return sqlcipher3
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    mod = _sqlcipher()
+    return (mod.DatabaseError,)
+
+
+def connect(path: Path, key: bytes, *, create: bool = False, readonly: bool = False) -> Any:
+    """Open (or create) ``index.db`` and prove the key works. Raises memctl errors."""
+    sq = _sqlcipher()
+    if not create and not path.exists():
+        raise CorruptVault(f"{path.name}: missing from the vault")
+    if create:
+        # Create with owner-only permissions before SQLite touches it.
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "")
+    try:
+        conn = sq.connect(
+            uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            check_same_thread=False,
+        )
+    except sq.Error as exc:
+        raise CorruptVault(f"{path.name}: cannot open ({exc})") from None
+    try:
+        conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        conn.execute("PRAGMA cipher_compatibility = 4")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Reading the schema is the first access that needs the key: a wrong key, a truncated
+        # file or a flipped byte in page 1 fails here.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if not readonly:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise CorruptVault(f"{path.name}: could not enable WAL (got {mode})")
+        conn.execute("PRAGMA secure_delete = ON")
+        if conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
+            raise CorruptVault(f"{path.name}: secure_delete could not be enabled")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoint
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
+        conn.execute("PRAGMA temp_store = MEMORY")
+    except sq.DatabaseError as exc:
+        conn.close()
+        raise translate(exc, path.name) from None
+    return conn
+
+
+def translate(exc: BaseException, what: str = "index.db") -> Exception:
+    """Map an SQLite error to memctl's own exception, without leaking SQL or data."""
+    msg = str(exc).lower()
+    if "locked" in msg or "busy" in msg:
+        return VaultBusy(f"{what}: the vault is busy (another process holds it); try again")
+    if "full" in msg or "disk i/o" in msg or "no space" in msg:
+        return NoSpace(f"{what}: disk full or I/O error while writing; nothing was committed")
+    if "not a database" in msg or "malformed" in msg or "encrypted" in msg or "hmac" in msg:
+        return CorruptVault(
+            f"{what}: cannot be decrypted or is damaged (tampered, truncated or wrong key)"
+        )
+    return CorruptVault(f"{what}: database error ({type(exc).__name__}: {msg[:120]})")

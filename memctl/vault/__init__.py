@@ -1,0 +1,1 @@
+"""The vault: header and keyslots, unlocking, records, and the :class:`Vault` object."""

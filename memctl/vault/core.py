@@ -1,0 +1,618 @@
+"""The vault: one directory, one header, one encrypted index, a journal and an inbox.
+
+:func:`init_vault` creates one, :func:`open_vault` unlocks one and returns a :class:`Vault`,
+the object every command and the MCP server work through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memctl.crypto import aead, kdf
+from memctl.crypto.keys import VaultKeys, mac, new_dek, new_master_key, unwrap_dek, wrap_dek
+from memctl.errors import (
+    MemctlError,
+    RecordNotFound,
+    UsageError,
+    VaultExists,
+    VaultNotFound,
+)
+from memctl.ids import new_ulid
+from memctl.recall.filters import Filters
+from memctl.store import db as dbmod
+from memctl.store.schema import SCHEMA_VERSION, migrate
+from memctl.timeutil import now_iso
+from memctl.vault import header as hdr
+from memctl.vault.lock import file_lock
+from memctl.vault.records import (
+    RECORD_COLUMNS,
+    Prepared,
+    prepare,
+    row_to_dict,
+)
+from memctl.vault.unlock import Credentials, unlock_master
+
+INDEX_NAME = "index.db"
+LOCK_NAME = ".lock"
+BATCH_SIZE = 1000
+MODES = ("keyword", "vector", "hybrid")
+
+
+def default_vault_path() -> Path:
+    """``$MEMCTL_VAULT``, else the platform's user data dir + ``memctl/default``."""
+    env = os.environ.get("MEMCTL_VAULT")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("memctl", appauthor=False)) / "default"
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path:
+    return Path(path).expanduser() if path else default_vault_path()
+
+
+def _mkdir_private(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=False, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def init_vault(
+    path: str | os.PathLike[str] | None = None,
+    passphrase: str | bytes | None = None,
+    *,
+    credentials: Credentials | None = None,
+    kdf_memory_mib: int | None = None,
+    kdf_iterations: int | None = None,
+    model: dict[str, Any] | None = None,
+) -> Path:
+    """Create a new vault at ``path`` protected by a passphrase. Returns the vault path.
+
+    ``model`` pins the embedding model identity (``name``, ``dim``, ``weights_sha256``);
+    None creates a keyword-only vault (a model can be set later).
+    """
+    from memctl.vault.unlock import new_passphrase
+
+    vault = resolve_path(path)
+    if (vault / hdr.HEADER_NAME).exists():
+        raise VaultExists(f"a vault already exists at {vault}")
+    if vault.exists() and any(vault.iterdir()):
+        raise VaultExists(f"{vault} exists and is not empty; choose a new directory")
+    creds = credentials or Credentials()
+    if passphrase is not None:
+        creds.passphrase = passphrase.encode() if isinstance(passphrase, str) else passphrase
+    secret = new_passphrase(creds)
+    params = kdf.new_params(memory_mib=kdf_memory_mib, iterations=kdf_iterations)
+
+    vault.parent.mkdir(parents=True, exist_ok=True)
+    _mkdir_private(vault)
+    master = new_master_key()
+    header = hdr.Header(vault_id=os.urandom(16), created_at=now_iso(), model=model)
+    keys = VaultKeys(master, header.vault_id)
+    _new_inbox_keypair(header, keys)
+    header.add_passphrase_slot(master, secret, params)
+    header.seal_public(keys)
+    try:
+        for sub in ("journal", "inbox"):
+            _mkdir_private(vault / sub)
+        conn = dbmod.connect(vault / INDEX_NAME, keys.sqlcipher, create=True)
+        try:
+            migrate(conn)
+            _init_meta(conn, header)
+        finally:
+            conn.close()
+        # The header goes last: a vault without one is an unfinished init, safe to delete.
+        hdr.write_header(vault, header)
+    except BaseException:
+        for name in (INDEX_NAME, INDEX_NAME + "-wal", INDEX_NAME + "-shm"):
+            (vault / name).unlink(missing_ok=True)
+        raise
+    vault_obj = Vault(vault, header, keys, slot_id=header.keyslots[0].id)
+    try:
+        vault_obj._after_init()
+    finally:
+        vault_obj.close()
+    return vault
+
+
+def _new_inbox_keypair(header: hdr.Header, keys: VaultKeys) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    private = X25519PrivateKey.generate()
+    raw_private = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    header.inbox_public = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    header.inbox_private_wrapped = aead.seal(
+        keys.inbox_wrap, raw_private, b"memctl/v1/inbox-private|" + header.vault_id
+    )
+
+
+def _init_meta(conn: Any, header: hdr.Header) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+        [
+            ("vault_id", header.vault_id.hex()),
+            ("created_at", header.created_at),
+            ("format_version", str(hdr.FORMAT_VERSION)),
+        ],
+    )
+    conn.execute("COMMIT")
+
+
+def open_vault(
+    path: str | os.PathLike[str] | None = None,
+    passphrase: str | bytes | None = None,
+    *,
+    credentials: Credentials | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    passphrase_file: str | os.PathLike[str] | None = None,
+    actor: str = "api",
+) -> Vault:
+    """Unlock a vault. Use as a context manager: ``with open_vault(p, passphrase=...) as v:``."""
+    vault = resolve_path(path)
+    if not (vault / hdr.HEADER_NAME).exists():
+        if vault.exists() and (vault / INDEX_NAME).exists():
+            raise hdr.CorruptVault(f"{hdr.HEADER_NAME}: missing from the vault at {vault}")
+        raise VaultNotFound(
+            f"no vault at {vault}", hint="create one with `memctl init` or pass --vault PATH"
+        )
+    header = hdr.read_header(vault)
+    creds = credentials or Credentials.from_env()
+    if passphrase is not None:
+        creds.passphrase = passphrase.encode() if isinstance(passphrase, str) else passphrase
+    if key_file is not None:
+        creds.key_file = Path(key_file)
+    if passphrase_file is not None:
+        creds.passphrase_file = Path(passphrase_file)
+    master, slot_id = unlock_master(header, creds)
+    keys = VaultKeys(master, header.vault_id)
+    header.verify_public(keys)
+    return Vault(vault, header, keys, slot_id=slot_id, actor=actor)
+
+
+@dataclass
+class IngestSummary:
+    added: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    ids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def merge(self, other: IngestSummary) -> None:
+        self.added += other.added
+        self.updated += other.updated
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.ids += other.ids
+        self.errors += other.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "ids": self.ids,
+            "errors": self.errors,
+        }
+
+
+class Vault:
+    """An unlocked vault. Not thread-safe; one per process or per thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        header: hdr.Header,
+        keys: VaultKeys,
+        *,
+        slot_id: str | None = None,
+        actor: str = "api",
+    ) -> None:
+        self.path = path
+        self.header = header
+        self.keys = keys
+        self.slot_id = slot_id
+        self.actor = actor
+        self._dedup_key = keys.dedup
+        self._dek_wrap_key = keys.dek_wrap
+        self.conn = dbmod.connect(path / INDEX_NAME, keys.sqlcipher)
+        try:
+            migrate(self.conn)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        conn, self.conn = getattr(self, "conn", None), None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _after_init(self) -> None:
+        """Hook run once on a freshly created vault (the journal's first commit lives here)."""
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float = 30.0) -> Iterator[None]:
+        with file_lock(self.path / LOCK_NAME, timeout=timeout):
+            yield
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A write transaction (``BEGIN IMMEDIATE``), translated errors, rollback on failure."""
+        errors = dbmod.db_errors()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except errors as exc:
+            raise dbmod.translate(exc) from None
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except errors as exc:
+            with contextlib.suppress(Exception):
+                self.conn.execute("ROLLBACK")
+            raise dbmod.translate(exc) from None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.conn.execute("ROLLBACK")
+            raise
+
+    # -- writing -----------------------------------------------------------------------
+    def content_mac(self, namespace: str, text: str) -> bytes:
+        return mac(self._dedup_key, b"memctl/v1/content", namespace.encode(), text.encode())
+
+    def ingest(self, text: str, **fields: Any) -> str:
+        """Store one memory; returns its id (the existing id if the content is already there)."""
+        summary = self.ingest_many([{"text": text, **fields}], strict=True)
+        return summary.ids[0]
+
+    def ingest_many(
+        self,
+        items: Iterable[dict[str, Any] | str],
+        *,
+        strict: bool = False,
+        batch_size: int = BATCH_SIZE,
+        progress: Any = None,
+        **defaults: Any,
+    ) -> IngestSummary:
+        """Store many memories in batches of one transaction each.
+
+        Items are dicts with ``text`` and optional ``title``, ``tags``, ``namespace``, ``kind``,
+        ``source``, ``locator``, ``observed_at``, ``context``, ``meta``. ``defaults`` apply to
+        every item. With ``strict`` the first invalid item raises; otherwise it is counted as
+        failed with a reason (never its text) and the rest go on.
+        """
+        defaults.setdefault("actor", self.actor)
+        summary = IngestSummary()
+        batch: list[Prepared] = []
+        for index, item in enumerate(items):
+            try:
+                batch.append(prepare(item, defaults=defaults))
+            except MemctlError as exc:
+                if strict:
+                    raise
+                summary.failed += 1
+                summary.errors.append(f"item {index}: {exc.message}")
+                continue
+            if len(batch) >= batch_size:
+                summary.merge(self._write_batch(batch))
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            summary.merge(self._write_batch(batch))
+            if progress:
+                progress(len(batch))
+        return summary
+
+    def _write_batch(self, batch: list[Prepared]) -> IngestSummary:
+        summary = IngestSummary()
+        for p in batch:
+            p.content_mac = self.content_mac(p.namespace, p.text)
+        now = now_iso()
+        with self.transaction() as conn:
+            for p in batch:
+                outcome, rid = self._write_one(conn, p, now)
+                setattr(summary, outcome, getattr(summary, outcome) + 1)
+                summary.ids.append(rid)
+        return summary
+
+    def _write_one(self, conn: Any, p: Prepared, now: str) -> tuple[str, str]:
+        """Insert, version or skip one record inside the caller's transaction."""
+        dup = conn.execute(
+            "SELECT id FROM records WHERE namespace = ? AND content_mac = ?",
+            (p.namespace, p.content_mac),
+        ).fetchone()
+        if dup:
+            return "skipped", dup[0]
+        if p.source and p.locator is not None:
+            # (source, locator) is an item's identity across runs: changed content is a new
+            # version of the same record, not a duplicate.
+            prior = conn.execute(
+                "SELECT rowid, id, version FROM records "
+                "WHERE source = ? AND locator = ? AND namespace = ?",
+                (p.source, p.locator, p.namespace),
+            ).fetchone()
+            if prior:
+                self._new_version(conn, prior[0], prior[2], p, now)
+                return "updated", prior[1]
+        rid = new_ulid()
+        cur = conn.execute(
+            "INSERT INTO records(id, namespace, kind, title, body, tags, context, source, "
+            "locator, observed_at, ingested_at, updated_at, actor, trust, plugin, meta, "
+            "content_mac, version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
+            (
+                rid, p.namespace, p.kind, p.title, p.text, p.tags_text, p.context, p.source,
+                p.locator, p.observed_at, now, now, p.actor, p.trust, p.plugin, p.meta_json,
+                p.content_mac,
+            ),
+        )
+        rowid = cur.lastrowid
+        conn.executemany(
+            "INSERT INTO record_tags(tag, record_rowid) VALUES (?, ?)",
+            [(t, rowid) for t in p.tags],
+        )
+        conn.execute(
+            "INSERT INTO record_keys(record_rowid, wrapped) VALUES (?, ?)",
+            (rowid, wrap_dek(self._dek_wrap_key, new_dek(), rid)),
+        )
+        return "added", rid
+
+    def _new_version(self, conn: Any, rowid: int, version: int, p: Prepared, now: str) -> None:
+        conn.execute(
+            "INSERT INTO record_versions(record_rowid, version, title, body, tags, source, "
+            "locator, observed_at, replaced_at, actor) SELECT rowid, version, title, body, "
+            "tags, source, locator, observed_at, ?, ? FROM records WHERE rowid = ?",
+            (now, p.actor, rowid),
+        )
+        conn.execute(
+            "UPDATE records SET title=?, body=?, tags=?, context=?, observed_at=?, kind=?, "
+            "updated_at=?, actor=?, trust=?, plugin=?, meta=?, content_mac=?, version=? "
+            "WHERE rowid=?",
+            (
+                p.title, p.text, p.tags_text, p.context, p.observed_at, p.kind, now, p.actor,
+                p.trust, p.plugin, p.meta_json, p.content_mac, version + 1, rowid,
+            ),
+        )
+        conn.execute("DELETE FROM record_tags WHERE record_rowid = ?", (rowid,))
+        conn.executemany(
+            "INSERT INTO record_tags(tag, record_rowid) VALUES (?, ?)",
+            [(t, rowid) for t in p.tags],
+        )
+
+    def record_key(self, record_id: str) -> bytes | None:
+        """The record's data key (DEK), or None once it has been destroyed."""
+        row = self.conn.execute(
+            "SELECT k.wrapped FROM record_keys k JOIN records r ON r.rowid = k.record_rowid "
+            "WHERE r.id = ?",
+            (record_id,),
+        ).fetchone()
+        return unwrap_dek(self._dek_wrap_key, row[0], record_id) if row else None
+
+    # -- reading -----------------------------------------------------------------------
+    def resolve_id(self, ref: str) -> str:
+        """A full id, or a unique prefix of at least 6 characters (like git)."""
+        ref = ref.strip().upper()
+        if not ref:
+            raise UsageError("an empty record id")
+        row = self.conn.execute("SELECT id FROM records WHERE id = ?", (ref,)).fetchone()
+        if row:
+            return row[0]
+        if len(ref) >= 6:
+            rows = self.conn.execute(
+                "SELECT id FROM records WHERE id >= ? AND id < ? LIMIT 2", (ref, ref + "\x7f")
+            ).fetchall()
+            if len(rows) == 1:
+                return rows[0][0]
+            if len(rows) > 1:
+                raise UsageError(f"id prefix {ref} is ambiguous; give more characters")
+        raise RecordNotFound(f"no record with id {ref}")
+
+    def get(self, record_id: str, *, versions: bool = False) -> dict[str, Any]:
+        rid = self.resolve_id(record_id)
+        row = self.conn.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.id = ?", (rid,)
+        ).fetchone()
+        record = _public(row_to_dict(row))
+        if versions:
+            record["versions"] = [
+                {"version": v, "title": t, "text": b, "replaced_at": at, "actor": a}
+                for v, t, b, at, a in self.conn.execute(
+                    "SELECT v.version, v.title, v.body, v.replaced_at, v.actor "
+                    "FROM record_versions v JOIN records r ON r.rowid = v.record_rowid "
+                    "WHERE r.id = ? ORDER BY v.version",
+                    (rid,),
+                )
+            ]
+        return record
+
+    def list(
+        self, *, limit: int = 20, offset: int = 0, filters: Filters | None = None, **kw: Any
+    ) -> list[dict[str, Any]]:
+        """Records, newest first."""
+        _check_limit(limit)
+        filters = filters or Filters.build(**kw)
+        where, params = filters.sql("r")
+        rows = self.conn.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records r WHERE {where} "
+            f"ORDER BY r.rowid DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        return [_public(row_to_dict(r)) for r in rows]
+
+    def recall(
+        self,
+        query: str,
+        *,
+        mode: str | None = None,
+        limit: int = 10,
+        explain: bool = False,
+        filters: Filters | None = None,
+        **kw: Any,
+    ) -> list[dict[str, Any]]:
+        """Search the vault. ``mode``: keyword, vector or hybrid (default: best available).
+
+        Filters (keyword arguments): ``namespace``, ``tags``, ``kind``, ``source``, ``since``,
+        ``until``, ``min_trust``. Returns hit dicts with ``id``, ``text``, ``score``,
+        ``namespace``, ``tags``, ``source``, ``observed_at``, ``ingested_at``, ``trust``, ...
+        """
+        from memctl.recall.keyword import keyword_search
+
+        if not isinstance(query, str):
+            raise UsageError("query must be a string")
+        _check_limit(limit)
+        filters = filters or Filters.build(**kw)
+        mode = mode or self.default_mode()
+        if mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}")
+        if mode != "keyword":
+            raise UsageError(
+                f"{mode} recall needs an embedding model; this vault is keyword-only"
+            )
+        hits = keyword_search(self.conn, query, filters=filters, limit=limit)
+        return [_public(h, explain=explain) for h in hits]
+
+    def default_mode(self) -> str:
+        return "keyword"
+
+    def status(self) -> dict[str, Any]:
+        counts = self.conn.execute(
+            "SELECT namespace, count(*) FROM records GROUP BY namespace ORDER BY namespace"
+        ).fetchall()
+        files = {}
+        total = 0
+        for p in sorted(self.path.rglob("*")):
+            if p.is_file():
+                size = p.stat().st_size
+                total += size
+                top = p.relative_to(self.path).parts[0]
+                files[top] = files.get(top, 0) + size
+        return {
+            "vault": str(self.path),
+            "vault_id": self.header.vault_id.hex(),
+            "format_version": self.header.version,
+            "schema_version": SCHEMA_VERSION,
+            "created_at": self.header.created_at,
+            "records": sum(c for _, c in counts),
+            "namespaces": {ns: c for ns, c in counts},
+            "versions": self.conn.execute("SELECT count(*) FROM record_versions").fetchone()[0],
+            "keyslots": len(self.header.keyslots),
+            "model": self.header.model,
+            "bytes": total,
+            "files": files,
+        }
+
+    # -- keys ----------------------------------------------------------------------------
+    def change_passphrase(self, new_passphrase: bytes, *, memory_mib: int | None = None,
+                          iterations: int | None = None) -> str:
+        """Re-wrap the master key under a new passphrase. Data is not re-encrypted.
+
+        Replaces the passphrase slot used to unlock (or, if unlocked with a key file, every
+        passphrase slot). Returns the new slot id.
+        """
+        if not new_passphrase:
+            raise UsageError("an empty passphrase is not allowed")
+        with self.lock():
+            header = hdr.read_header(self.path)
+            header.verify_public(self.keys)
+            used = next((s for s in header.keyslots if s.id == self.slot_id), None)
+            if used is not None and used.type == "passphrase":
+                drop = {used.id}
+            else:
+                drop = {s.id for s in header.keyslots if s.type == "passphrase"}
+            params = kdf.new_params(memory_mib=memory_mib, iterations=iterations)
+            if used is not None and used.kdf is not None and memory_mib is None:
+                params = kdf.KdfParams(**{**used.kdf.__dict__, "salt": os.urandom(kdf.SALT_LEN)})
+            slot = header.add_passphrase_slot(self.keys.master, new_passphrase, params)
+            header.keyslots = [s for s in header.keyslots if s.id not in drop]
+            hdr.write_header(self.path, header)
+            self.header = header
+            self.slot_id = slot.id
+            return slot.id
+
+    def add_key_file(self, key_path: Path, *, label: str = "key file") -> str:
+        """Create a new key file at ``key_path`` (0600, never overwritten) and a slot for it."""
+        from memctl.vault.unlock import new_keyfile_secret
+
+        secret, content = new_keyfile_secret()
+        with self.lock():
+            header = hdr.read_header(self.path)
+            header.verify_public(self.keys)
+            try:
+                fd = os.open(key_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                raise UsageError(f"{key_path} already exists; memctl never overwrites a key file")
+            except OSError as exc:
+                raise UsageError(f"cannot create {key_path}: {exc.strerror}") from None
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(content)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                slot = header.add_keyfile_slot(self.keys.master, secret, label=label)
+                hdr.write_header(self.path, header)
+            except BaseException:
+                key_path.unlink(missing_ok=True)
+                raise
+            self.header = header
+            return slot.id
+
+    def list_keyslots(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": s.id,
+                "type": s.type,
+                "label": s.label,
+                "created_at": s.created_at,
+                "kdf": s.kdf.name if s.kdf else "hkdf",
+                "in_use": s.id == self.slot_id,
+            }
+            for s in self.header.keyslots
+        ]
+
+    def remove_keyslot(self, slot_id: str) -> None:
+        with self.lock():
+            header = hdr.read_header(self.path)
+            header.verify_public(self.keys)
+            if slot_id not in {s.id for s in header.keyslots}:
+                raise UsageError(f"no keyslot {slot_id} (see `memctl key list`)")
+            if len(header.keyslots) == 1:
+                raise UsageError("refusing to remove the last keyslot: the vault would be lost")
+            header.keyslots = [s for s in header.keyslots if s.id != slot_id]
+            hdr.write_header(self.path, header)
+            self.header = header
+
+
+def _check_limit(limit: int) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+        raise UsageError("limit must be between 1 and 10000")
+
+
+def _public(d: dict[str, Any], *, explain: bool = False) -> dict[str, Any]:
+    d = {k: v for k, v in d.items() if not k.startswith("_")}
+    if not explain:
+        d.pop("explain", None)
+    return d
+
+
+def new_session_token() -> str:
+    return secrets.token_hex(8)
