@@ -47,7 +47,9 @@ def parse_time(value: object, *, what: str = "time") -> str:
             return iso(datetime.fromisoformat(text))
         except ValueError:
             pass
-    raise UsageError(f"{what}: not a date or time (use ISO-8601, e.g. 2024-05-01 or 2024-05-01T09:30)")
+    raise UsageError(
+        f"{what}: not a date or time (use ISO-8601, e.g. 2024-05-01 or 2024-05-01T09:30)"
+    )
 
 
 def parse_bound(value: str | None, *, what: str) -> str | None:

@@ -6,7 +6,7 @@ Only typer/click/rich load at start-up; heavy modules load inside the commands t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # never print locals (secrets) in tracebacks
     rich_markup_mode=None,
+    add_completion=False,  # static scripts ship in completions/ (make completions)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -34,17 +35,17 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     vault: Annotated[
-        Optional[Path], typer.Option("--vault", help="Vault directory [env: MEMCTL_VAULT].")
+        Path | None, typer.Option("--vault", help="Vault directory [env: MEMCTL_VAULT].")
     ] = None,
     passphrase_file: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--passphrase-file", help="Passphrase file [env: MEMCTL_PASSPHRASE_FILE]."),
     ] = None,
     passphrase_command: Annotated[
-        Optional[str], typer.Option("--passphrase-command", help="Command printing the passphrase.")
+        str | None, typer.Option("--passphrase-command", help="Command printing the passphrase.")
     ] = None,
     key_file: Annotated[
-        Optional[Path], typer.Option("--key-file", help="Key file [env: MEMCTL_KEY_FILE].")
+        Path | None, typer.Option("--key-file", help="Key file [env: MEMCTL_KEY_FILE].")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
     version: Annotated[

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -17,21 +17,23 @@ from typer.core import TyperGroup
 from memctl.errors import ExitCode, MemctlError
 
 VaultOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--vault", help="Vault directory [env: MEMCTL_VAULT].", show_default=False),
 ]
 PassFileOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
-        "--passphrase-file", help="Read the passphrase from this file [env: MEMCTL_PASSPHRASE_FILE]."
+        "--passphrase-file",
+        help="Read the passphrase from this file [env: MEMCTL_PASSPHRASE_FILE].",
     ),
 ]
 PassCmdOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--passphrase-command", help="Run this command; its output is the passphrase."),
 ]
 KeyFileOpt = Annotated[
-    Optional[Path], typer.Option("--key-file", help="Unlock with a key file [env: MEMCTL_KEY_FILE].")
+    Path | None,
+    typer.Option("--key-file", help="Unlock with a key file [env: MEMCTL_KEY_FILE]."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 

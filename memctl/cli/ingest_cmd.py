@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,17 +14,15 @@ from memctl.errors import ExitCode
 
 def ingest(
     paths: Annotated[
-        Optional[list[str]], typer.Argument(help="Files or folders to ingest; - reads stdin.")
+        list[str] | None, typer.Argument(help="Files or folders to ingest; - reads stdin.")
     ] = None,
-    text: Annotated[Optional[str], typer.Option("--text", help="Ingest this text.")] = None,
-    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag (repeatable).")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Ingest this text.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
     namespace: Annotated[str, typer.Option(help="Namespace to store into.")] = "default",
-    kind: Annotated[Optional[str], typer.Option(help="Record kind (note, document, ...).")] = None,
-    title: Annotated[Optional[str], typer.Option(help="Title for --text or stdin.")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Source URI to record.")] = None,
-    observed_at: Annotated[
-        Optional[str], typer.Option(help="When it happened (ISO-8601).")
-    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Record kind (note, document, ...).")] = None,
+    title: Annotated[str | None, typer.Option(help="Title for --text or stdin.")] = None,
+    source: Annotated[str | None, typer.Option(help="Source URI to record.")] = None,
+    observed_at: Annotated[str | None, typer.Option(help="When it happened (ISO-8601).")] = None,
     vault: VaultOpt = None,
     passphrase_file: PassFileOpt = None,
     passphrase_command: PassCmdOpt = None,
@@ -64,5 +61,3 @@ def ingest(
         )
     if summary.failed:
         raise typer.Exit(int(ExitCode.PARTIAL))
-
-

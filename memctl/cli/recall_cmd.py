@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -10,9 +10,9 @@ from memctl.cli import common
 from memctl.cli.common import JsonOpt, KeyFileOpt, PassCmdOpt, PassFileOpt, VaultOpt
 
 NamespaceOpt = Annotated[
-    Optional[list[str]], typer.Option("--namespace", "-n", help="Only this namespace (repeatable).")
+    list[str] | None, typer.Option("--namespace", "-n", help="Only this namespace (repeatable).")
 ]
-TagOpt = Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="Must have this tag.")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Must have this tag.")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-l", help="At most this many results.")]
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line.")]
 
@@ -20,17 +20,17 @@ JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object p
 def recall(
     query: Annotated[str, typer.Argument(help="What to look for, in your own words.")],
     mode: Annotated[
-        Optional[str], typer.Option(help="keyword, vector or hybrid (default: best available).")
+        str | None, typer.Option(help="keyword, vector or hybrid (default: best available).")
     ] = None,
     limit: LimitOpt = 10,
     namespace: NamespaceOpt = None,
     tag: TagOpt = None,
-    kind: Annotated[Optional[list[str]], typer.Option(help="Only this kind.")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Source URI or prefix.")] = None,
-    since: Annotated[Optional[str], typer.Option(help="From this date/time or age (7d).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Up to this date/time or age.")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="Only this kind.")] = None,
+    source: Annotated[str | None, typer.Option(help="Source URI or prefix.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this date/time or age (7d).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this date/time or age.")] = None,
     min_trust: Annotated[
-        Optional[str], typer.Option(help="Minimum trust: agent, import or person.")
+        str | None, typer.Option(help="Minimum trust: agent, import or person.")
     ] = None,
     explain: Annotated[bool, typer.Option(help="Show each component's rank and score.")] = False,
     vault: VaultOpt = None,
@@ -43,8 +43,17 @@ def recall(
     """Find memories. Any text is a valid query."""
     with common.open_vault(vault, passphrase_file, passphrase_command, key_file) as v:
         hits = v.recall(
-            query, mode=mode, limit=limit, explain=explain, namespace=namespace, tags=tag,
-            kind=kind, source=source, since=since, until=until, min_trust=min_trust,
+            query,
+            mode=mode,
+            limit=limit,
+            explain=explain,
+            namespace=namespace,
+            tags=tag,
+            kind=kind,
+            source=source,
+            since=since,
+            until=until,
+            min_trust=min_trust,
         )
     render_hits(hits, json_out=json_out, jsonl=jsonl, explain=explain)
 
@@ -82,7 +91,7 @@ def render_hits(
         common.console().print(table)
         return
     for h in hits:
-        line = f"{h['id']}\t{h['score']:.4f}\t{h['namespace']}\t{common.one_line(h['text'], 200)}"
+        line = f"{h['id']}\t{h['score']:.4g}\t{h['namespace']}\t{common.one_line(h['text'], 200)}"
         if explain:
             line += "\t" + _explain(h)
         typer.echo(line)
@@ -101,8 +110,9 @@ def _explain(hit: dict[str, Any]) -> str:
             rank = comp.get("rank")
             score = comp.get("score")
             parts.append(
-                f"{name}: #{rank if rank is not None else '-'} "
-                f"{score:.3f}" if isinstance(score, float) else f"{name}: {comp}"
+                f"{name}: #{rank if rank is not None else '-'} {score:.3f}"
+                if isinstance(score, float)
+                else f"{name}: {comp}"
             )
         else:
             parts.append(f"{name}: {comp}")
@@ -124,8 +134,21 @@ def get(
     if json_out:
         common.print_json(record)
         return
-    for key in ("id", "title", "namespace", "kind", "tags", "source", "locator", "observed_at",
-                "ingested_at", "updated_at", "actor", "trust_name", "version"):
+    for key in (
+        "id",
+        "title",
+        "namespace",
+        "kind",
+        "tags",
+        "source",
+        "locator",
+        "observed_at",
+        "ingested_at",
+        "updated_at",
+        "actor",
+        "trust_name",
+        "version",
+    ):
         value = record.get(key)
         if value in (None, "", []):
             continue
@@ -143,7 +166,7 @@ def list_(
     limit: LimitOpt = 20,
     namespace: NamespaceOpt = None,
     tag: TagOpt = None,
-    kind: Annotated[Optional[list[str]], typer.Option(help="Only this kind.")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="Only this kind.")] = None,
     vault: VaultOpt = None,
     passphrase_file: PassFileOpt = None,
     passphrase_command: PassCmdOpt = None,

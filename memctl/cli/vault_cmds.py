@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,11 +16,9 @@ def init(
     passphrase_file: PassFileOpt = None,
     passphrase_command: PassCmdOpt = None,
     kdf_memory_mib: Annotated[
-        Optional[int], typer.Option(help="Argon2id memory in MiB (default 64; minimum 8).")
+        int | None, typer.Option(help="Argon2id memory in MiB (default 64; minimum 8).")
     ] = None,
-    kdf_iterations: Annotated[
-        Optional[int], typer.Option(help="Argon2id passes (default 3).")
-    ] = None,
+    kdf_iterations: Annotated[int | None, typer.Option(help="Argon2id passes (default 3).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a new encrypted vault (asks for a passphrase unless one is given)."""
@@ -44,16 +42,14 @@ def passwd(
     passphrase_command: PassCmdOpt = None,
     key_file: KeyFileOpt = None,
     new_passphrase_file: Annotated[
-        Optional[Path], typer.Option(help="Read the NEW passphrase from this file.")
+        Path | None, typer.Option(help="Read the NEW passphrase from this file.")
     ] = None,
 ) -> None:
     """Change the passphrase. Only the master key is re-wrapped; no data is re-encrypted."""
     from memctl.vault.unlock import Credentials, new_passphrase
 
     with common.open_vault(vault, passphrase_file, passphrase_command, key_file) as v:
-        secret = new_passphrase(
-            Credentials(passphrase_file=new_passphrase_file, interactive=True)
-        )
+        secret = new_passphrase(Credentials(passphrase_file=new_passphrase_file, interactive=True))
         slot = v.change_passphrase(secret)
     common.info(f"passphrase changed (keyslot {slot})")
 

@@ -30,7 +30,7 @@ def seal(key: bytes, plaintext: bytes, aad: bytes = b"", *, nonce: bytes | None 
 
 
 def open_(key: bytes, blob: bytes, aad: bytes = b"", *, what: str = "data") -> bytes:
-    """Decrypt a sealed blob, raising :class:`AuthenticationError` naming ``what`` on any failure."""
+    """Decrypt a sealed blob; any failure is an :class:`AuthenticationError` naming ``what``."""
     if len(key) != KEY_LEN:
         raise ValueError("AEAD key must be 32 bytes")
     if len(blob) < OVERHEAD:
@@ -38,4 +38,6 @@ def open_(key: bytes, blob: bytes, aad: bytes = b"", *, what: str = "data") -> b
     try:
         return AESGCM(key).decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
     except InvalidTag:
-        raise AuthenticationError(f"{what}: authentication failed (tampered or wrong key)") from None
+        raise AuthenticationError(
+            f"{what}: authentication failed (tampered or wrong key)"
+        ) from None

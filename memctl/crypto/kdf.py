@@ -69,7 +69,9 @@ class KdfParams:
             else:
                 raise CorruptVault(f"{where}: unknown KDF {name!r}")
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            raise CorruptVault(f"{where}: malformed KDF parameters ({type(exc).__name__})") from None
+            raise CorruptVault(
+                f"{where}: malformed KDF parameters ({type(exc).__name__})"
+            ) from None
         params.check(where=where)
         return params
 
@@ -90,7 +92,9 @@ class KdfParams:
             checks = {"log2_n": log2_n, "r": self.r, "p": self.p}
             for field, (lo, hi) in SCRYPT_BOUNDS.items():
                 if not lo <= checks[field] <= hi:
-                    raise CorruptVault(f"{where}: scrypt {field}={checks[field]} outside [{lo}, {hi}]")
+                    raise CorruptVault(
+                        f"{where}: scrypt {field}={checks[field]} outside [{lo}, {hi}]"
+                    )
 
 
 def argon2_available() -> bool:
@@ -99,7 +103,7 @@ def argon2_available() -> bool:
 
         Argon2id(salt=b"\0" * SALT_LEN, length=KEY_LEN, iterations=1, lanes=1, memory_cost=8)
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not usable here"
+    except Exception:
         return False
 
 

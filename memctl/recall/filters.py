@@ -58,8 +58,14 @@ class Filters:
 
     def is_empty(self) -> bool:
         return not (
-            self.namespaces or self.tags or self.kinds or self.source or self.since
-            or self.until or self.min_trust or self.ids
+            self.namespaces
+            or self.tags
+            or self.kinds
+            or self.source
+            or self.since
+            or self.until
+            or self.min_trust
+            or self.ids
         )
 
     def sql(self, alias: str = "r") -> tuple[str, list[Any]]:

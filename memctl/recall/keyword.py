@@ -28,9 +28,7 @@ def keyword_search(
         return []
     where, params = filters.sql("r")
     weights = ", ".join(str(w) for w in BM25_WEIGHTS)
-    snippet = (
-        "snippet(records_fts, 1, '[', ']', '…', 16)" if snippets else "NULL"
-    )
+    snippet = "snippet(records_fts, 1, '[', ']', '…', 16)" if snippets else "NULL"
     sql = (
         f"SELECT {RECORD_COLUMNS}, -bm25(records_fts, {weights}) AS score, {snippet} "
         f"FROM records_fts JOIN records r ON r.rowid = records_fts.rowid "

@@ -39,12 +39,17 @@ def connect(path: Path, key: bytes, *, create: bool = False, readonly: bool = Fa
     uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "")
     try:
         conn = sq.connect(
-            uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            uri,
+            uri=True,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
             check_same_thread=False,
         )
     except sq.Error as exc:
         raise CorruptVault(f"{path.name}: cannot open ({exc})") from None
     try:
+        # SQLCipher logs decryption failures to stderr by default; we report them ourselves.
+        conn.execute("PRAGMA cipher_log_level = NONE")
         conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
         conn.execute("PRAGMA cipher_compatibility = 4")
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -80,3 +85,17 @@ def translate(exc: BaseException, what: str = "index.db") -> Exception:
             f"{what}: cannot be decrypted or is damaged (tampered, truncated or wrong key)"
         )
     return CorruptVault(f"{what}: database error ({type(exc).__name__}: {msg[:120]})")
+
+
+def guard(fn: Any) -> Any:
+    """Decorator: SQLite errors escaping a Vault method become memctl errors."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except db_errors() as exc:
+            raise translate(exc) from None
+
+    return wrapper

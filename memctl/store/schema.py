@@ -126,7 +126,7 @@ def _m1_records(conn: Any) -> None:
             value      TEXT NOT NULL,
             updated_at TEXT NOT NULL
         );
-        """
+        """,
     )
 
 

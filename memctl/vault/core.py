@@ -285,6 +285,7 @@ class Vault:
         summary = self.ingest_many([{"text": text, **fields}], strict=True)
         return summary.ids[0]
 
+    @dbmod.guard
     def ingest_many(
         self,
         items: Iterable[dict[str, Any] | str],
@@ -361,8 +362,22 @@ class Vault:
             "locator, observed_at, ingested_at, updated_at, actor, trust, plugin, meta, "
             "content_mac, version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
             (
-                rid, p.namespace, p.kind, p.title, p.text, p.tags_text, p.context, p.source,
-                p.locator, p.observed_at, now, now, p.actor, p.trust, p.plugin, p.meta_json,
+                rid,
+                p.namespace,
+                p.kind,
+                p.title,
+                p.text,
+                p.tags_text,
+                p.context,
+                p.source,
+                p.locator,
+                p.observed_at,
+                now,
+                now,
+                p.actor,
+                p.trust,
+                p.plugin,
+                p.meta_json,
                 p.content_mac,
             ),
         )
@@ -389,8 +404,20 @@ class Vault:
             "updated_at=?, actor=?, trust=?, plugin=?, meta=?, content_mac=?, version=? "
             "WHERE rowid=?",
             (
-                p.title, p.text, p.tags_text, p.context, p.observed_at, p.kind, now, p.actor,
-                p.trust, p.plugin, p.meta_json, p.content_mac, version + 1, rowid,
+                p.title,
+                p.text,
+                p.tags_text,
+                p.context,
+                p.observed_at,
+                p.kind,
+                now,
+                p.actor,
+                p.trust,
+                p.plugin,
+                p.meta_json,
+                p.content_mac,
+                version + 1,
+                rowid,
             ),
         )
         conn.execute("DELETE FROM record_tags WHERE record_rowid = ?", (rowid,))
@@ -409,6 +436,7 @@ class Vault:
         return unwrap_dek(self._dek_wrap_key, row[0], record_id) if row else None
 
     # -- reading -----------------------------------------------------------------------
+    @dbmod.guard
     def resolve_id(self, ref: str) -> str:
         """A full id, or a unique prefix of at least 6 characters (like git)."""
         ref = ref.strip().upper()
@@ -427,6 +455,7 @@ class Vault:
                 raise UsageError(f"id prefix {ref} is ambiguous; give more characters")
         raise RecordNotFound(f"no record with id {ref}")
 
+    @dbmod.guard
     def get(self, record_id: str, *, versions: bool = False) -> dict[str, Any]:
         rid = self.resolve_id(record_id)
         row = self.conn.execute(
@@ -445,6 +474,7 @@ class Vault:
             ]
         return record
 
+    @dbmod.guard
     def list(
         self, *, limit: int = 20, offset: int = 0, filters: Filters | None = None, **kw: Any
     ) -> list[dict[str, Any]]:
@@ -459,6 +489,7 @@ class Vault:
         ).fetchall()
         return [_public(row_to_dict(r)) for r in rows]
 
+    @dbmod.guard
     def recall(
         self,
         query: str,
@@ -485,15 +516,14 @@ class Vault:
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}")
         if mode != "keyword":
-            raise UsageError(
-                f"{mode} recall needs an embedding model; this vault is keyword-only"
-            )
+            raise UsageError(f"{mode} recall needs an embedding model; this vault is keyword-only")
         hits = keyword_search(self.conn, query, filters=filters, limit=limit)
         return [_public(h, explain=explain) for h in hits]
 
     def default_mode(self) -> str:
         return "keyword"
 
+    @dbmod.guard
     def status(self) -> dict[str, Any]:
         counts = self.conn.execute(
             "SELECT namespace, count(*) FROM records GROUP BY namespace ORDER BY namespace"
@@ -521,9 +551,27 @@ class Vault:
             "files": files,
         }
 
+    @dbmod.guard
+    def integrity_check(self) -> dict[str, Any]:
+        """Verify every page's HMAC (SQLCipher) and the b-tree structure (SQLite).
+
+        Raises :class:`CorruptVault` naming the first problem; returns counts when all is well.
+        """
+        from memctl.errors import CorruptVault
+
+        cipher = [r[0] for r in self.conn.execute("PRAGMA cipher_integrity_check")]
+        if cipher:
+            raise CorruptVault(f"{INDEX_NAME}: page authentication failed ({cipher[0]})")
+        sqlite = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+        if sqlite != ["ok"]:
+            raise CorruptVault(f"{INDEX_NAME}: integrity check failed ({sqlite[0][:200]})")
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        return {"ok": True, "pages": pages}
+
     # -- keys ----------------------------------------------------------------------------
-    def change_passphrase(self, new_passphrase: bytes, *, memory_mib: int | None = None,
-                          iterations: int | None = None) -> str:
+    def change_passphrase(
+        self, new_passphrase: bytes, *, memory_mib: int | None = None, iterations: int | None = None
+    ) -> str:
         """Re-wrap the master key under a new passphrase. Data is not re-encrypted.
 
         Replaces the passphrase slot used to unlock (or, if unlocked with a key file, every
@@ -560,7 +608,9 @@ class Vault:
             try:
                 fd = os.open(key_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             except FileExistsError:
-                raise UsageError(f"{key_path} already exists; memctl never overwrites a key file")
+                raise UsageError(
+                    f"{key_path} already exists; memctl never overwrites a key file"
+                ) from None
             except OSError as exc:
                 raise UsageError(f"cannot create {key_path}: {exc.strerror}") from None
             try:

@@ -29,7 +29,9 @@ def file_lock(path: Path, *, timeout: float = 30.0, what: str = "vault") -> Iter
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise VaultBusy(f"the {what} is busy: another memctl process holds its lock")
+                    raise VaultBusy(
+                        f"the {what} is busy: another memctl process holds its lock"
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
         try:

@@ -28,8 +28,19 @@ ACTOR_RE = re.compile(r"^(cli|api|agent|inbox|cron:[^\s\x00-\x1f]{1,128}|mcp:[^\
 DEFAULT_NAMESPACE = "default"
 DEFAULT_KIND = "note"
 FIELDS = {
-    "text", "title", "tags", "source", "locator", "observed_at", "kind", "namespace",
-    "context", "meta", "plugin", "trust", "actor",
+    "text",
+    "title",
+    "tags",
+    "source",
+    "locator",
+    "observed_at",
+    "kind",
+    "namespace",
+    "context",
+    "meta",
+    "plugin",
+    "trust",
+    "actor",
 }
 
 
@@ -202,8 +213,26 @@ RECORD_COLUMNS = (
 
 def row_to_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     """A record row (selected with :data:`RECORD_COLUMNS`) as the public hit/record dict."""
-    (rowid, rid, ns, kind, title, body, tags, source, locator, observed, ingested, updated,
-     actor, trust, plugin, meta, version, context) = row[:18]
+    (
+        rowid,
+        rid,
+        ns,
+        kind,
+        title,
+        body,
+        tags,
+        source,
+        locator,
+        observed,
+        ingested,
+        updated,
+        actor,
+        trust,
+        plugin,
+        meta,
+        version,
+        context,
+    ) = row[:18]
     return {
         "id": rid,
         "text": body,

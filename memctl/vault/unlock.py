@@ -102,7 +102,10 @@ def run_passphrase_command(command: str) -> bytes:
         raise UsageError("--passphrase-command is empty")
     try:
         proc = subprocess.run(
-            argv, stdout=subprocess.PIPE, stderr=None, timeout=PASSPHRASE_COMMAND_TIMEOUT,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            timeout=PASSPHRASE_COMMAND_TIMEOUT,
             check=False,
         )
     except FileNotFoundError:
@@ -144,7 +147,9 @@ def read_key_file(path: Path) -> bytes:
     return secret
 
 
-def prompt_passphrase(prompt: Callable[[str], str] | None = None, *, confirm: bool = False) -> bytes:
+def prompt_passphrase(
+    prompt: Callable[[str], str] | None = None, *, confirm: bool = False
+) -> bytes:
     """Ask on the terminal without echo."""
     import getpass
 
