@@ -12,7 +12,9 @@ _memctl() {
     done
     local words=""
     case "$path" in
-        "") words="get ingest init key list passwd recall status --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
+        "") words="erase export get ingest init key list passwd recall status --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
+        "erase") words="--before --dry-run --help --json --key-file --namespace --passphrase-command --passphrase-file --query --source --tag --vault --wait --yes -n -y" ;;
+        "export") words="--erased --help --key-file --namespace --out --passphrase-command --passphrase-file --query --vault -n -o" ;;
         "get") words="--help --json --key-file --no-versions --passphrase-command --passphrase-file --vault --versions" ;;
         "ingest") words="--help --json --key-file --kind --namespace --observed-at --passphrase-command --passphrase-file --source --tag --text --title --vault" ;;
         "init") words="--help --json --kdf-iterations --kdf-memory-mib --passphrase-command --passphrase-file --vault" ;;
@@ -30,7 +32,7 @@ _memctl() {
 }
 _memctl_groups() {
     case "$1" in
-        "") echo "get ingest init key list passwd recall status" ;;
+        "") echo "erase export get ingest init key list passwd recall status" ;;
         "key") echo "add list remove" ;;
     esac
 }

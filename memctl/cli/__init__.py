@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from memctl import __version__
-from memctl.cli import common, ingest_cmd, recall_cmd, vault_cmds
+from memctl.cli import common, erase_cmd, ingest_cmd, recall_cmd, vault_cmds
 
 app = typer.Typer(
     name="memctl",
@@ -73,6 +73,8 @@ app.command("ingest")(ingest_cmd.ingest)
 app.command("recall")(recall_cmd.recall)
 app.command("get")(recall_cmd.get)
 app.command("list")(recall_cmd.list_)
+app.command("erase")(erase_cmd.erase)
+app.command("export")(erase_cmd.export)
 
 
 def main() -> None:

@@ -130,7 +130,23 @@ def _m1_records(conn: Any) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_m1_records]
+def _m2_erasures(conn: Any) -> None:
+    run_script(
+        conn,
+        """
+        -- Erasure receipts: ids and times only (what a person may ask to see), never content.
+        CREATE TABLE erasures(
+            record_id  TEXT NOT NULL,
+            erased_at  TEXT NOT NULL,
+            actor      TEXT NOT NULL,
+            receipt_id TEXT NOT NULL
+        );
+        CREATE INDEX erasures_record ON erasures(record_id);
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_m1_records, _m2_erasures]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

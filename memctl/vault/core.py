@@ -231,9 +231,17 @@ class Vault:
         self.conn = dbmod.connect(path / INDEX_NAME, keys.sqlcipher)
         try:
             migrate(self.conn)
+            self._finish_pending_erasure()
         except BaseException:
             self.conn.close()
             raise
+
+    def _finish_pending_erasure(self) -> None:
+        """An erase that could not become physical (a reader held the WAL) finishes now."""
+        from memctl import erase as er
+
+        if er.pending(self):
+            er.finish_physical(self, wait_s=0.5)
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> Vault:
@@ -567,6 +575,107 @@ class Vault:
             raise CorruptVault(f"{INDEX_NAME}: integrity check failed ({sqlite[0][:200]})")
         pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
         return {"ok": True, "pages": pages}
+
+    # -- erasure and export ---------------------------------------------------------------
+    @dbmod.guard
+    def erase(
+        self,
+        ids: list[str] | None = None,
+        *,
+        query: str | None = None,
+        filters: Filters | None = None,
+        dry_run: bool = False,
+        wait: float | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        """Erase records for good (docs/erasure.md). Returns the receipt.
+
+        Select by ``ids``, by ``query`` (what a keyword recall with the same filters returns),
+        or by filters alone (``namespace``, ``tags``, ``source``, ``until``/``before``, ...).
+        ``dry_run`` lists what would go and changes nothing.
+        """
+        from memctl import erase as er
+
+        if "before" in kw:
+            kw["until"] = kw.pop("before")
+        filters = filters or Filters.build(**kw)
+        targets = er.select(self, ids=ids, query=query, filters=filters)
+        if dry_run:
+            return {
+                "dry_run": True,
+                "erased": [],
+                "would_erase": [
+                    _public(row_to_dict(r))
+                    for r in self.conn.execute(
+                        f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.rowid IN "
+                        f"({','.join('?' * len(targets))}) ORDER BY r.id",
+                        [t[0] for t in targets],
+                    )
+                ]
+                if targets
+                else [],
+            }
+        return er.erase(
+            self, targets, actor=self.actor, wait_s=er.DEFAULT_WAIT_S if wait is None else wait
+        )
+
+    def _erase_vectors(self, conn: Any, rowids: list[int]) -> int:
+        """Free and zero the records' vector slots inside the erase transaction."""
+        return 0
+
+    def _journal_event_count(self, ids: list[str]) -> int:
+        return 0
+
+    def _journal_erased(self, ids: list[str], **info: Any) -> None:
+        """Record the erasure in the journal (wired in with the journal)."""
+
+    @dbmod.guard
+    def export(
+        self, *, query: str | None = None, filters: Filters | None = None, **kw: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching record with metadata, versions and provenance (GDPR Art. 15/20)."""
+        filters = filters or Filters.build(**kw)
+        if query is not None:
+            from memctl import erase as er
+
+            selected = er.select(self, query=query, filters=filters)
+            rowids = [r for r, _ in selected]
+        else:
+            where, params = filters.sql("r")
+            rowids = [
+                r
+                for (r,) in self.conn.execute(
+                    f"SELECT r.rowid FROM records r WHERE {where} ORDER BY r.rowid", params
+                )
+            ]
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start : start + 500]
+            rows = self.conn.execute(
+                f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.rowid IN "
+                f"({','.join('?' * len(chunk))}) ORDER BY r.rowid",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                record = _public(row_to_dict(row))
+                record["versions"] = self.get(record["id"], versions=True)["versions"]
+                record["provenance"] = self._provenance_summary(record)
+                yield record
+
+    def _provenance_summary(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "actor": record["actor"],
+            "trust": record["trust_name"],
+            "source": record["source"],
+            "locator": record["locator"],
+            "plugin": record["plugin"],
+            "ingested_at": record["ingested_at"],
+            "updated_at": record["updated_at"],
+        }
+
+    def erased_receipts(self) -> list[dict[str, Any]]:
+        from memctl import erase as er
+
+        return er.erased_receipts(self)
 
     # -- keys ----------------------------------------------------------------------------
     def change_passphrase(
