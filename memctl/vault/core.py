@@ -232,6 +232,9 @@ class Vault:
         try:
             migrate(self.conn)
             self._finish_pending_erasure()
+        except dbmod.db_errors() as exc:
+            self.conn.close()
+            raise dbmod.translate(exc) from None
         except BaseException:
             self.conn.close()
             raise
