@@ -12,27 +12,40 @@ _memctl() {
     done
     local words=""
     case "$path" in
-        "") words="erase export get ingest init key list passwd recall status --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
+        "") words="agent cron erase export get inbox ingest init key list lock mcp passwd plugins recall status unlock --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
+        "agent") words="--help --idle --key-file --passphrase-command --passphrase-file --ttl --vault --verbose -v" ;;
+        "cron") words="example --help" ;;
+        "cron example") words="--every --help --job --key-file --vault" ;;
         "erase") words="--before --dry-run --help --json --key-file --namespace --passphrase-command --passphrase-file --query --source --tag --vault --wait --yes -n -y" ;;
         "export") words="--erased --help --key-file --namespace --out --passphrase-command --passphrase-file --query --vault -n -o" ;;
         "get") words="--help --json --key-file --no-versions --passphrase-command --passphrase-file --vault --versions" ;;
-        "ingest") words="--help --json --key-file --kind --namespace --observed-at --passphrase-command --passphrase-file --source --tag --text --title --vault" ;;
-        "init") words="--help --json --kdf-iterations --kdf-memory-mib --passphrase-command --passphrase-file --vault" ;;
+        "inbox") words="add import list --help" ;;
+        "inbox add") words="--help --job --json --kind --namespace --observed-at --option --quiet --source --source-type --tag --text --title --vault -o -q" ;;
+        "inbox import") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
+        "inbox list") words="--help --json --vault" ;;
+        "ingest") words="--debounce --help --job --json --key-file --kind --namespace --observed-at --option --passphrase-command --passphrase-file --prune --quiet --rescan --seal --source --source-type --tag --text --title --vault --watch -o -q" ;;
+        "init") words="--help --json --kdf-iterations --kdf-memory-mib --model --passphrase-command --passphrase-file --vault" ;;
         "key") words="add list remove --help" ;;
         "key add") words="--help --json --key-file --label --passphrase-command --passphrase-file --vault" ;;
         "key list") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "key remove") words="--help --key-file --passphrase-command --passphrase-file --vault" ;;
         "list") words="--help --json --jsonl --key-file --kind --limit --namespace --passphrase-command --passphrase-file --tag --vault -l -n -t" ;;
+        "lock") words="--all --help --json --vault" ;;
+        "mcp") words="--allow-erase --help --key-file --namespace --passphrase-command --passphrase-file --policy --read-only --vault -n" ;;
         "passwd") words="--help --key-file --new-passphrase-file --passphrase-command --passphrase-file --vault" ;;
+        "plugins") words="--help --json" ;;
         "recall") words="--explain --help --json --jsonl --key-file --kind --limit --min-trust --mode --namespace --no-explain --passphrase-command --passphrase-file --since --source --tag --until --vault -l -n -t" ;;
         "status") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
+        "unlock") words="--help --idle --json --key-file --passphrase-command --passphrase-file --ttl --vault" ;;
     esac
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
     [[ "$cur" != -* && ${#COMPREPLY[@]} -eq 0 ]] && COMPREPLY=($(compgen -f -- "$cur"))
 }
 _memctl_groups() {
     case "$1" in
-        "") echo "erase export get ingest init key list passwd recall status" ;;
+        "") echo "agent cron erase export get inbox ingest init key list lock mcp passwd plugins recall status unlock" ;;
+        "cron") echo "example" ;;
+        "inbox") echo "add import list" ;;
         "key") echo "add list remove" ;;
     esac
 }

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PASSPHRASE = "correct horse battery staple"
-FAST_KDF = {"kdf_memory_mib": 8, "kdf_iterations": 1}
+FAST_KDF = {"kdf_memory_mib": 8, "kdf_iterations": 1, "model": None}
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,18 @@ from typing import Annotated
 import typer
 
 from memctl import __version__
-from memctl.cli import common, erase_cmd, ingest_cmd, recall_cmd, vault_cmds
+from memctl.cli import (
+    agent_cmd,
+    common,
+    cron_cmd,
+    erase_cmd,
+    inbox_cmd,
+    ingest_cmd,
+    mcp_cmd,
+    plugins_cmd,
+    recall_cmd,
+    vault_cmds,
+)
 
 app = typer.Typer(
     name="memctl",
@@ -73,8 +84,17 @@ app.command("ingest")(ingest_cmd.ingest)
 app.command("recall")(recall_cmd.recall)
 app.command("get")(recall_cmd.get)
 app.command("list")(recall_cmd.list_)
+app.command("unlock")(agent_cmd.unlock)
+app.command("lock")(agent_cmd.lock)
+app.command("agent")(agent_cmd.agent)
 app.command("erase")(erase_cmd.erase)
 app.command("export")(erase_cmd.export)
+app.command("mcp")(mcp_cmd.mcp)
+app.add_typer(inbox_cmd.inbox_app, name="inbox")
+app.add_typer(cron_cmd.cron_app, name="cron")
+app.command("plugins")(plugins_cmd.plugins)
+# Last: plugins' own commands (hook memctl_commands); skipped when argv names a built-in command.
+plugins_cmd.register_plugin_commands(app)
 
 
 def main() -> None:

@@ -86,14 +86,34 @@ def open_vault(
     key_file: Path | None = None,
     *,
     actor: str = "cli",
+    use_agent: bool = True,
 ) -> Any:
-    from memctl.vault.core import open_vault as _open
+    """The vault, through its agent when one runs (``memctl unlock``), else unlocked here.
 
-    return _open(
-        vault or state().vault,
-        credentials=credentials(passphrase_file, passphrase_command, key_file),
-        actor=actor,
-    )
+    Through the agent, the result is a :class:`~memctl.agent.client.VaultProxy` with the
+    Vault's methods; what the agent does not serve (or cannot, because it died) is done on a
+    Vault unlocked locally with the usual credentials, on first use. ``use_agent=False`` for
+    commands that must prove the real secret (passwd, key add/remove). ``MEMCTL_NO_AGENT=1``
+    turns the agent off for one command.
+    """
+    path = vault or state().vault
+
+    def local() -> Any:
+        from memctl.vault.core import open_vault as _open
+
+        return _open(
+            path,
+            credentials=credentials(passphrase_file, passphrase_command, key_file),
+            actor=actor,
+        )
+
+    if use_agent:
+        from memctl.agent.client import connect_vault
+
+        proxy = connect_vault(path, actor=actor, open_local=local)
+        if proxy is not None:
+            return proxy
+    return local()
 
 
 # -- output ---------------------------------------------------------------------------------

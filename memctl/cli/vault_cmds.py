@@ -19,6 +19,13 @@ def init(
         int | None, typer.Option(help="Argon2id memory in MiB (default 64; minimum 8).")
     ] = None,
     kdf_iterations: Annotated[int | None, typer.Option(help="Argon2id passes (default 3).")] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Embedding model: default (all-MiniLM-L6-v2), a local model directory, "
+            "hashing-<dim> (tests), or none (keyword only)."
+        ),
+    ] = "default",
     json_out: JsonOpt = False,
 ) -> None:
     """Create a new encrypted vault (asks for a passphrase unless one is given)."""
@@ -29,6 +36,7 @@ def init(
         credentials=common.credentials(passphrase_file, passphrase_command, None),
         kdf_memory_mib=kdf_memory_mib,
         kdf_iterations=kdf_iterations,
+        model=None if model.lower() == "none" else model,
     )
     if json_out:
         common.print_json({"vault": str(resolve_path(path)), "created": True})
@@ -64,9 +72,15 @@ def status(
     """Record counts, sizes, format version and model. Never shows a secret."""
     with common.open_vault(vault, passphrase_file, passphrase_command, key_file) as v:
         info = v.status()
+    if "agent" not in info:  # unlocked here: say whether an agent runs (e.g. for another path)
+        from memctl.agent.client import agent_status
+
+        info["agent"] = agent_status(vault or common.state().vault)
     if json_out:
         common.print_json(info)
         return
+    from memctl.agent.client import describe_agent
+
     model = info["model"]["name"] if info["model"] else "none (keyword only)"
     lines = [
         ("vault", info["vault"]),
@@ -77,6 +91,7 @@ def status(
         ("model", model),
         ("keyslots", str(info["keyslots"])),
         ("size", f"{info['bytes'] / 1e6:.2f} MB"),
+        ("agent", describe_agent(info["agent"])),
     ]
     for key, value in lines:
         typer.echo(f"{key + ':':<12} {value}")

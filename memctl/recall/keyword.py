@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from memctl.recall import fusion
 from memctl.recall.filters import Filters
 from memctl.recall.query import build_match
 from memctl.vault.records import RECORD_COLUMNS, row_to_dict
 
-# bm25 column weights: title, body, tags, context. The context column (headings, neighbouring
-# turns) helps find a record but must not outrank the record's own words.
-BM25_WEIGHTS = (2.0, 1.0, 1.5, 0.3)
+# bm25 column weights: title, body, tags, context (measured: docs/quality.md). The context column
+# (headings, neighbouring turns) helps find a record but must not outrank its own words.
+BM25_WEIGHTS = fusion.BM25_WEIGHTS
 
 
 def keyword_search(

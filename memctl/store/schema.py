@@ -146,7 +146,14 @@ def _m2_erasures(conn: Any) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_m1_records, _m2_erasures]
+def _m3_vectors(conn: Any) -> None:
+    """The packed vector store (memctl/store/vectors.py, docs/vectors.md)."""
+    from memctl.store.vectors import create_tables
+
+    create_tables(conn)
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_m1_records, _m2_erasures, _m3_vectors]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

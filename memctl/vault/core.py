@@ -70,12 +70,14 @@ def init_vault(
     credentials: Credentials | None = None,
     kdf_memory_mib: int | None = None,
     kdf_iterations: int | None = None,
-    model: dict[str, Any] | None = None,
+    model: str | None = "default",
 ) -> Path:
     """Create a new vault at ``path`` protected by a passphrase. Returns the vault path.
 
-    ``model`` pins the embedding model identity (``name``, ``dim``, ``weights_sha256``);
-    None creates a keyword-only vault (a model can be set later).
+    ``model`` is the embedding model: ``"default"`` (all-MiniLM-L6-v2, shipped with memctl),
+    ``"hashing-<dim>"`` (a small deterministic embedder for tests), a local model directory, or
+    None for a keyword-only vault (a model can be set later with :meth:`Vault.set_model`).
+    Its identity (name, dimension, weights hash) is pinned in the header.
     """
     from memctl.vault.unlock import new_passphrase
 
@@ -89,11 +91,16 @@ def init_vault(
         creds.passphrase = passphrase.encode() if isinstance(passphrase, str) else passphrase
     secret = new_passphrase(creds)
     params = kdf.new_params(memory_mib=kdf_memory_mib, iterations=kdf_iterations)
+    pin = None
+    if model:
+        from memctl.vault.semantic import pin_for
+
+        pin = pin_for(model)
 
     vault.parent.mkdir(parents=True, exist_ok=True)
     _mkdir_private(vault)
     master = new_master_key()
-    header = hdr.Header(vault_id=os.urandom(16), created_at=now_iso(), model=model)
+    header = hdr.Header(vault_id=os.urandom(16), created_at=now_iso(), model=pin)
     keys = VaultKeys(master, header.vault_id)
     _new_inbox_keypair(header, keys)
     header.add_passphrase_slot(master, secret, params)
@@ -227,6 +234,11 @@ class Vault:
         self.slot_id = slot_id
         self.actor = actor
         self._dedup_key = keys.dedup
+        from memctl.vault.history import History
+
+        self.history = History(self)
+        self._embedder: Any = None
+        self._vectors: Any = None
         self._dek_wrap_key = keys.dek_wrap
         self.conn = dbmod.connect(path / INDEX_NAME, keys.sqlcipher)
         try:
@@ -238,6 +250,9 @@ class Vault:
         except BaseException:
             self.conn.close()
             raise
+        from memctl.ingest.inbox import import_pending
+
+        import_pending(self)  # envelopes sealed by key-less writers (docs/ingest.md); 1 listdir
 
     def _finish_pending_erasure(self) -> None:
         """An erase that could not become physical (a reader held the WAL) finishes now."""
@@ -260,7 +275,64 @@ class Vault:
                 conn.close()
 
     def _after_init(self) -> None:
-        """Hook run once on a freshly created vault (the journal's first commit lives here)."""
+        """A fresh vault's journal starts with an ``init`` commit."""
+        self.history.create()
+        self._vault_event(
+            "init", {"format_version": hdr.FORMAT_VERSION, "model": self.header.model}
+        )
+
+    # -- embeddings ------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Any:
+        """The pinned embedding model, loaded on first use (seconds: torch is heavy)."""
+        if self._embedder is None:
+            from memctl.vault.semantic import check_mode, load_pinned
+
+            check_mode(self, "vector")
+            self._embedder = load_pinned(self.header.model)
+        return self._embedder
+
+    @property
+    def vectors(self) -> Any:
+        if self._vectors is None:
+            from memctl.store.vectors import VectorStore
+
+            dim = int((self.header.model or {}).get("dim") or 0)
+            if not dim:
+                raise UsageError("this vault has no embedding model")
+            self._vectors = VectorStore(self.conn, dim)
+        return self._vectors
+
+    def warm(self) -> None:
+        """Load the model and the resident vectors now (the agent calls this)."""
+        if self.header.model:
+            _ = self.embedder
+            self.vectors.load()
+
+    def _embed_batch(self, batch: list[Prepared]) -> dict[int, Any]:
+        """Vectors for the items of ``batch`` that will be stored (not duplicates)."""
+        from memctl.vault.semantic import fill_context
+
+        texts = fill_context(self, batch)
+        fresh = [
+            i
+            for i, p in enumerate(batch)
+            if not self.conn.execute(
+                "SELECT 1 FROM records WHERE namespace = ? AND content_mac = ?",
+                (p.namespace, p.content_mac),
+            ).fetchone()
+        ]
+        if not fresh:
+            return {}
+        matrix = self.embedder.encode([texts[i] for i in fresh])
+        return {i: matrix[j] for j, i in enumerate(fresh)}
+
+    def _vault_event(self, op: str, payload: dict[str, Any]) -> None:
+        """Journal a vault-level change (keys, policy, init) in its own transaction."""
+        from memctl.journal import Event
+
+        with self.transaction() as conn:
+            self.history.commit(conn, op, [Event(op, None, payload)], actor=self.actor)
 
     @contextlib.contextmanager
     def lock(self, timeout: float = 30.0) -> Iterator[None]:
@@ -278,6 +350,7 @@ class Vault:
         try:
             yield self.conn
             self.conn.execute("COMMIT")
+            self.history.committed()
         except errors as exc:
             with contextlib.suppress(Exception):
                 self.conn.execute("ROLLBACK")
@@ -341,21 +414,56 @@ class Vault:
         for p in batch:
             p.content_mac = self.content_mac(p.namespace, p.text)
         now = now_iso()
+        events: list[Any] = []
+        vecs = self._embed_batch(batch) if self.header.model else {}
         with self.transaction() as conn:
-            for p in batch:
-                outcome, rid = self._write_one(conn, p, now)
+            put_rows: list[int] = []
+            put_vecs: list[Any] = []
+            for i, p in enumerate(batch):
+                outcome, rid, rowid, event = self._write_one(conn, p, now)
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
                 summary.ids.append(rid)
+                if event is not None:
+                    events.append(event)
+                    if i in vecs:
+                        put_rows.append(rowid)
+                        put_vecs.append(vecs[i])
+            if put_rows:
+                import numpy as np
+
+                self.vectors.put_many(put_rows, np.stack(put_vecs))
+            self.history.commit(conn, "ingest", events, actor=batch[0].actor)
         return summary
 
-    def _write_one(self, conn: Any, p: Prepared, now: str) -> tuple[str, str]:
-        """Insert, version or skip one record inside the caller's transaction."""
+    def _event_payload(self, p: Prepared, version: int) -> dict[str, Any]:
+        return {
+            "version": version,
+            "namespace": p.namespace,
+            "kind": p.kind,
+            "title": p.title,
+            "tags": p.tags,
+            "source": p.source,
+            "locator": p.locator,
+            "observed_at": p.observed_at,
+            "plugin": p.plugin,
+            "actor": p.actor,
+            "trust": p.trust,
+            "chars": len(p.text),
+        }
+
+    def _write_one(self, conn: Any, p: Prepared, now: str) -> tuple[str, str, int, Any]:
+        """Insert, version or skip one record inside the caller's transaction.
+
+        Returns (outcome, record id, rowid, journal event or None).
+        """
+        from memctl.journal import Event
+
         dup = conn.execute(
             "SELECT id FROM records WHERE namespace = ? AND content_mac = ?",
             (p.namespace, p.content_mac),
         ).fetchone()
         if dup:
-            return "skipped", dup[0]
+            return "skipped", dup[0], 0, None
         if p.source and p.locator is not None:
             # (source, locator) is an item's identity across runs: changed content is a new
             # version of the same record, not a duplicate.
@@ -365,8 +473,10 @@ class Vault:
                 (p.source, p.locator, p.namespace),
             ).fetchone()
             if prior:
-                self._new_version(conn, prior[0], prior[2], p, now)
-                return "updated", prior[1]
+                changed = self._new_version(conn, prior[0], prior[2], p, now)
+                payload = {**self._event_payload(p, prior[2] + 1), "changed": changed}
+                event = Event("update", prior[1], payload, dek=self.record_key(prior[1]))
+                return "updated", prior[1], prior[0], event
         rid = new_ulid()
         cur = conn.execute(
             "INSERT INTO records(id, namespace, kind, title, body, tags, context, source, "
@@ -397,13 +507,23 @@ class Vault:
             "INSERT INTO record_tags(tag, record_rowid) VALUES (?, ?)",
             [(t, rowid) for t in p.tags],
         )
+        dek = new_dek()
         conn.execute(
             "INSERT INTO record_keys(record_rowid, wrapped) VALUES (?, ?)",
-            (rowid, wrap_dek(self._dek_wrap_key, new_dek(), rid)),
+            (rowid, wrap_dek(self._dek_wrap_key, dek, rid)),
         )
-        return "added", rid
+        return "added", rid, rowid, Event("ingest", rid, self._event_payload(p, 1), dek=dek)
 
-    def _new_version(self, conn: Any, rowid: int, version: int, p: Prepared, now: str) -> None:
+    def _new_version(self, conn: Any, rowid: int, version: int, p: Prepared, now: str) -> list[str]:
+        """Keep the current version in record_versions, write the new one; return what changed."""
+        old = conn.execute(
+            "SELECT title, body, tags, source, locator, observed_at, kind, context FROM records "
+            "WHERE rowid = ?",
+            (rowid,),
+        ).fetchone()
+        new = (p.title, p.text, p.tags_text, p.source, p.locator, p.observed_at, p.kind, p.context)
+        names = ("title", "text", "tags", "source", "locator", "observed_at", "kind", "context")
+        changed = [n for n, a, b in zip(names, old, new, strict=True) if a != b]
         conn.execute(
             "INSERT INTO record_versions(record_rowid, version, title, body, tags, source, "
             "locator, observed_at, replaced_at, actor) SELECT rowid, version, title, body, "
@@ -436,6 +556,7 @@ class Vault:
             "INSERT INTO record_tags(tag, record_rowid) VALUES (?, ?)",
             [(t, rowid) for t in p.tags],
         )
+        return changed
 
     def record_key(self, record_id: str) -> bytes | None:
         """The record's data key (DEK), or None once it has been destroyed."""
@@ -526,13 +647,18 @@ class Vault:
         mode = mode or self.default_mode()
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}")
-        if mode != "keyword":
-            raise UsageError(f"{mode} recall needs an embedding model; this vault is keyword-only")
-        hits = keyword_search(self.conn, query, filters=filters, limit=limit)
+        if mode == "keyword":
+            hits = keyword_search(self.conn, query, filters=filters, limit=limit)
+        else:
+            from memctl.vault import semantic
+
+            semantic.check_mode(self, mode)
+            hits = semantic.recall(self, query, mode=mode, filters=filters, limit=limit)
         return [_public(h, explain=explain) for h in hits]
 
     def default_mode(self) -> str:
-        return "keyword"
+        """Hybrid when the vault has an embedding model, else keyword."""
+        return "hybrid" if self.header.model else "keyword"
 
     @dbmod.guard
     def status(self) -> dict[str, Any]:
@@ -624,13 +750,88 @@ class Vault:
 
     def _erase_vectors(self, conn: Any, rowids: list[int]) -> int:
         """Free and zero the records' vector slots inside the erase transaction."""
-        return 0
+        if not self.header.model:
+            return 0
+        return int(self.vectors.delete(rowids))
 
     def _journal_event_count(self, ids: list[str]) -> int:
-        return 0
+        """How many of these records' journal events die with their data keys."""
+        return self.history.dek_event_count(ids)
 
     def _journal_erased(self, ids: list[str], **info: Any) -> None:
-        """Record the erasure in the journal (wired in with the journal)."""
+        """Tombstones under the vault key: that it was erased, when, by whom — no content."""
+        from memctl.journal import Event
+
+        payload = {
+            "receipt": info.get("receipt_id"),
+            "by": info.get("actor"),
+        }
+        events = [Event("erased", rid, payload, dek=None) for rid in ids]
+        self.history.commit(self.conn, "erase", events, actor=info.get("actor") or self.actor)
+
+    def record_key_or_none(self, record_id: str) -> bytes | None:
+        try:
+            return self.record_key(record_id)
+        except MemctlError:
+            return None
+
+    # -- audit -------------------------------------------------------------------------------
+    @dbmod.guard
+    def audit(self, record_id: str) -> dict[str, Any]:
+        """A record's provenance: source, actor, plugin, times, every version; or its erasure."""
+        rid = record_id.strip().upper()
+        try:
+            rid = self.resolve_id(rid)
+        except RecordNotFound:
+            erased = self.conn.execute(
+                "SELECT erased_at, actor, receipt_id FROM erasures WHERE record_id = ?", (rid,)
+            ).fetchone()
+            if not erased:
+                raise
+            events = self.history.record_events(rid, None)
+            return {
+                "id": rid,
+                "erased": True,
+                "erased_at": erased[0],
+                "erased_by": erased[1],
+                "receipt_id": erased[2],
+                "events": [
+                    {k: e[k] for k in ("seq", "op", "time", "actor", "readable")}
+                    | ({"payload": e["payload"]} if e["op"] == "erased" else {})
+                    for e in events
+                ],
+            }
+        record = self.get(rid, versions=True)
+        events = self.history.record_events(rid, self.record_key(rid))
+        return {
+            "id": rid,
+            "erased": False,
+            "namespace": record["namespace"],
+            "source": record["source"],
+            "locator": record["locator"],
+            "actor": record["actor"],
+            "trust": record["trust_name"],
+            "plugin": record["plugin"],
+            "ingested_at": record["ingested_at"],
+            "updated_at": record["updated_at"],
+            "version": record["version"],
+            "versions": [
+                {"version": v["version"], "replaced_at": v["replaced_at"], "actor": v["actor"]}
+                for v in record["versions"]
+            ],
+            "events": events,
+        }
+
+    def audit_log(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.history.log(**filters)
+
+    @dbmod.guard
+    def audit_verify(self) -> dict[str, Any]:
+        return self.history.verify()
+
+    @dbmod.guard
+    def audit_repair(self) -> dict[str, Any]:
+        return self.history.repair()
 
     @dbmod.guard
     def export(
@@ -707,7 +908,8 @@ class Vault:
             hdr.write_header(self.path, header)
             self.header = header
             self.slot_id = slot.id
-            return slot.id
+        self._vault_event("passwd", {"slot": slot.id, "replaced": sorted(drop)})
+        return slot.id
 
     def add_key_file(self, key_path: Path, *, label: str = "key file") -> str:
         """Create a new key file at ``key_path`` (0600, never overwritten) and a slot for it."""
@@ -736,7 +938,8 @@ class Vault:
                 key_path.unlink(missing_ok=True)
                 raise
             self.header = header
-            return slot.id
+        self._vault_event("key-add", {"slot": slot.id, "type": "keyfile"})
+        return slot.id
 
     def list_keyslots(self) -> list[dict[str, Any]]:
         return [
@@ -762,6 +965,7 @@ class Vault:
             header.keyslots = [s for s in header.keyslots if s.id != slot_id]
             hdr.write_header(self.path, header)
             self.header = header
+        self._vault_event("key-remove", {"slot": slot_id})
 
 
 def _check_limit(limit: int) -> None:

@@ -1,0 +1,1 @@
+"""`memctl bench`: measured figures for the core (speed) and for retrieval quality."""

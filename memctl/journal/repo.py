@@ -1,0 +1,543 @@
+"""The journal: a bare git repository of encrypted, signed events, one commit per state change.
+
+Why git: anyone can copy, clone, ``git log`` and back it up with tools they trust, and its
+content-addressed history is a natural append-only log. What git does not give (authenticity,
+confidentiality) comes from the signed manifest and the encrypted blobs (``events.py``).
+
+A commit only rewrites the trees on the paths it touches (``_write_tree``), so its cost does not
+grow with the number of records in the vault.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from memctl.errors import (
+    AuthenticationError,
+    CorruptVault,
+    MemctlError,
+    NoSpace,
+    UsageError,
+    VaultNotFound,
+)
+
+from . import events as ev
+from .model import (
+    FORMAT,
+    KEY_DEK,
+    KEY_VAULT,
+    MANIFEST,
+    REF,
+    SIGNATURE,
+    CommitInfo,
+    DecodedEvent,
+    Event,
+    JournalHeadMoved,
+    JournalKeys,
+    VerifyReport,
+    check_actor,
+    check_op,
+    check_record_id,
+    commit_message,
+    fmt_time,
+    parse_record_name,
+    parse_time,
+    record_dir,
+    record_event_path,
+    utc,
+    vault_event_path,
+)
+
+_CONFIG_KEY = "memctl.journalformat"
+_UNSET: Any = object()
+_BLOB = pygit2.GIT_FILEMODE_BLOB
+_TREE = pygit2.GIT_FILEMODE_TREE
+_AUTHOR = ("memctl", "memctl@invalid")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A commit's signed manifest, signature checked."""
+
+    body: dict[str, Any]
+    raw: bytes
+    signature: bytes
+
+    @property
+    def seq(self) -> int:
+        return int(self.body["seq"])
+
+
+class Journal:
+    """An open journal. Not thread-safe; each process opens its own."""
+
+    def __init__(self, repo: pygit2.Repository, keys: JournalKeys) -> None:
+        self._repo = repo
+        self._keys = keys
+        self._signer = ev.Signer(keys.sign_seed)
+        self._public = self._signer.public
+        self._head_cache: tuple[str, Manifest] | None = None
+
+    def __repr__(self) -> str:
+        return f"Journal({self.path!s})"
+
+    # ---- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], keys: JournalKeys) -> Journal:
+        """Create an empty bare repository at ``path`` (which must not exist or be empty)."""
+        p = Path(path)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise UsageError(f"cannot create a journal at {p}: it exists and is not empty")
+        repo = pygit2.init_repository(str(p), bare=True, initial_head="main")
+        repo.config[_CONFIG_KEY] = FORMAT
+        repo.config["core.logAllRefUpdates"] = "false"
+        repo.config["gc.auto"] = "0"  # packing is explicit (Journal.gc), never mid-command
+        # Hooks never run (libgit2 and memctl do not run them), but git's samples are noise.
+        shutil.rmtree(p / "hooks", ignore_errors=True)
+        return cls(repo, keys)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], keys: JournalKeys) -> Journal:
+        """Open an existing journal; AuthenticationError if its head was not signed by ``keys``."""
+        p = Path(path)
+        try:
+            repo = pygit2.Repository(str(p), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+        except pygit2.GitError:
+            raise VaultNotFound(f"no journal at {p}") from None
+        if not repo.is_bare or _CONFIG_KEY not in repo.config:
+            raise CorruptVault(f"{p} is not a memctl journal")
+        if repo.config[_CONFIG_KEY] != FORMAT:
+            raise CorruptVault(f"{p}: unsupported journal format")
+        journal = cls(repo, keys)
+        journal._head_manifest()  # checks the head's signature
+        return journal
+
+    @property
+    def path(self) -> Path:
+        return Path(self._repo.path)
+
+    @property
+    def repo(self) -> pygit2.Repository:
+        """The underlying pygit2 repository (for tests and tools; do not write through it)."""
+        return self._repo
+
+    # ---- head ---------------------------------------------------------------------------
+
+    def _ref(self) -> pygit2.Reference | None:
+        try:
+            return self._repo.lookup_reference(REF)
+        except KeyError:
+            return None
+
+    def head(self) -> str | None:
+        """The head commit id (hex), or None for an empty journal."""
+        ref = self._ref()
+        return str(ref.target) if ref is not None else None
+
+    def _head_manifest(self) -> Manifest | None:
+        head = self.head()
+        if head is None:
+            return None
+        if self._head_cache is None or self._head_cache[0] != head:
+            self._head_cache = (head, self.manifest(head))
+        return self._head_cache[1]
+
+    def seq(self) -> int:
+        """The journal sequence number: 0 when empty, +1 per commit, signed in each manifest."""
+        m = self._head_manifest()
+        return m.seq if m is not None else 0
+
+    def head_state(self) -> dict[str, Any] | None:
+        """The ``db_state`` the head commit carries (compare with what the database recorded)."""
+        m = self._head_manifest()
+        if m is None:
+            return None
+        _actor, state = ev.open_meta(self._keys.vault_key, m.seq, m.body["prev"], m.body["sealed"])
+        return state
+
+    def manifest(self, commit: str) -> Manifest:
+        """Read a commit's manifest, checking its signature (AuthenticationError if bad)."""
+        c = _obj(self._repo, commit, "commit")
+        raw, sig = _manifest_blobs(c)
+        if raw is None or sig is None:
+            raise CorruptVault(f"journal commit {c.id}: no manifest")
+        if not ev.signature_ok(self._public, raw, sig):
+            ev.raise_bad_signature(str(c.id))
+        return Manifest(ev.decode_manifest(raw), raw, sig)
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def commit(
+        self,
+        op: str,
+        events: list[Event],
+        *,
+        actor: str,
+        db_state: dict[str, Any] | None = None,
+        when: datetime | None = None,
+        expect_head: str | None = _UNSET,
+    ) -> str:
+        """Append one commit holding ``events``; return its id (hex).
+
+        Raises JournalHeadMoved when another writer moved the head meanwhile (or when it is not
+        ``expect_head``, if given): nothing is then committed and the caller may retry.
+        """
+        check_op(op)
+        check_actor(actor)
+        _check_events(events)  # all of them before anything is written
+        try:
+            ev.dumps(db_state)
+        except (TypeError, ValueError):
+            raise UsageError("journal db_state must be JSON-serialisable") from None
+        t = utc(when)
+        time = fmt_time(t)
+        repo = self._repo
+        ref = self._ref()  # its loaded target is the expected old value of the CAS below
+        old = ref.target if ref is not None else None
+        if expect_head is not _UNSET and expect_head != (str(old) if old else None):
+            raise JournalHeadMoved("the journal head is not the one expected; reload and retry")
+        if old is not None:
+            cached = self._head_cache
+            parent = cached[1] if cached and cached[0] == str(old) else self.manifest(str(old))
+            seq, prev, root = parent.seq + 1, parent.signature.hex(), _obj(repo, old, "commit").tree
+        else:
+            seq, prev, root = 1, None, None
+
+        new: dict[str, pygit2.Oid] = {}
+        listed: list[dict[str, Any]] = []
+        next_rseq: dict[str, int] = {}
+        n_vault = 0
+        for e in events:
+            if e.record_id is None:
+                path = vault_event_path(t, seq, n_vault, e.op)
+                n_vault += 1
+            else:
+                rid = e.record_id
+                if rid not in next_rseq:
+                    next_rseq[rid] = _last_rseq(root, rid) + 1
+                path = record_event_path(rid, next_rseq[rid], seq, e.op)
+                next_rseq[rid] += 1
+            key_class = KEY_DEK if e.dek is not None else KEY_VAULT
+            key = e.dek if e.dek is not None else self._keys.vault_key
+            body = {
+                "op": e.op,
+                "record": e.record_id,
+                "jseq": seq,
+                "time": time,
+                "actor": actor,
+                "commit_op": op,
+                "payload": e.payload,
+            }
+            blob = ev.seal_event(key, key_class, path, body)
+            oid = repo.create_blob(blob)
+            new[path] = oid
+            listed.append(
+                {
+                    "path": path,
+                    "blob": str(oid),
+                    "mac": ev.blob_mac(self._keys.mac_key, path, blob),
+                    "op": e.op,
+                    "record": e.record_id,
+                    "key": key_class,
+                }
+            )
+
+        sealed = ev.seal_meta(self._keys.vault_key, seq, prev, actor, db_state)
+        manifest = {
+            "format": FORMAT,
+            "seq": seq,
+            "prev": prev,
+            "op": op,
+            "time": time,
+            "sealed": sealed,
+            "events": listed,
+        }
+        raw = ev.encode_manifest(manifest)
+        sig = self._signer.sign(raw)
+        new[MANIFEST] = repo.create_blob(raw)
+        new[SIGNATURE] = repo.create_blob(sig)
+        tree = _write_tree(repo, root, _nest(new), replace={MANIFEST, SIGNATURE})
+        author = pygit2.Signature(*_AUTHOR, int(t.timestamp()), 0)
+        n_records = len({e.record_id for e in events if e.record_id is not None})
+        message = commit_message(op, seq, time, len(events), n_records)
+        parents = [old] if old is not None else []
+        oid = repo.create_commit(None, author, author, message, tree, parents)
+        _advance(repo, ref, oid)
+        self._head_cache = (str(oid), Manifest(manifest, raw, sig))
+        return str(oid)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def log(
+        self,
+        *,
+        since: datetime | None = None,
+        actor: str | None = None,
+        op: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CommitInfo]:
+        """Commits newest first (first-parent), each manifest's signature checked.
+
+        ``actor`` matches exactly, or as a prefix when it ends with ``:`` (``"mcp:"``).
+        ``since`` keeps commits at or after that time. Use :meth:`verify` for the full check.
+        """
+        since_t = utc(since) if since is not None else None
+        oid = self.head()
+        shown = 0
+        while oid is not None and (limit is None or shown < limit):
+            c = _obj(self._repo, oid, "commit")
+            m = self.manifest(oid)
+            b = m.body
+            who, state = ev.open_meta(self._keys.vault_key, m.seq, b["prev"], b["sealed"])
+            keep = (
+                (op is None or b["op"] == op)
+                and (since_t is None or parse_time(b["time"]) >= since_t)
+                and (
+                    actor is None or who == actor or (actor.endswith(":") and who.startswith(actor))
+                )
+            )
+            if keep:
+                shown += 1
+                yield _commit_info(oid, m, who, state)
+            oid = str(c.parent_ids[0]) if c.parent_ids else None
+
+    def record_events(self, record_id: str, dek: bytes | None) -> list[DecodedEvent]:
+        """Every event of one record at the head, in order; undecryptable ones marked unreadable.
+
+        Events under the vault key (tombstones) are always readable; the others need ``dek``.
+        """
+        check_record_id(record_id)
+        head = self.head()
+        if head is None:
+            return []
+        try:
+            folder: Any = _obj(self._repo, head, "commit").tree[record_dir(record_id)]
+        except KeyError:
+            return []
+        out: list[DecodedEvent] = []
+        for entry in folder:
+            fields = parse_record_name(entry.name)
+            if fields is None or entry.filemode != _BLOB:
+                raise CorruptVault(f"journal: unexpected entry under {record_dir(record_id)}")
+            rseq, jseq, eop = fields
+            path = f"{record_dir(record_id)}/{entry.name}"
+            data = _obj(self._repo, entry.id, "event blob").data
+            key_class = ev.blob_key_class(data)
+            key = self._keys.vault_key if key_class == KEY_VAULT else dek
+            base = DecodedEvent(record_id, rseq, jseq, eop, path, key_class, readable=False)
+            if key is None or len(key) != 32:
+                out.append(base)
+                continue
+            try:
+                body = ev.open_event(key, path, data)
+            except AuthenticationError:
+                out.append(base)
+                continue
+            out.append(
+                replace(
+                    base,
+                    readable=True,
+                    payload=body.get("payload"),
+                    time=body.get("time"),
+                    actor=body.get("actor"),
+                    commit_op=body.get("commit_op"),
+                )
+            )
+        out.sort(key=lambda d: d.seq)
+        return out
+
+    def vault_events(self, commit: str) -> list[dict[str, Any]]:
+        """The vault-level events a commit added, decrypted (they are under the vault key)."""
+        m = self.manifest(commit)
+        tree = _obj(self._repo, commit, "commit").tree
+        out: list[dict[str, Any]] = []
+        for entry in m.body.get("events", []):
+            if entry.get("record") is not None:
+                continue
+            path = entry["path"]
+            try:
+                blob = tree[path]
+            except KeyError:
+                raise CorruptVault(f"journal: commit {commit} lacks its event {path}") from None
+            body = ev.open_event(self._keys.vault_key, path, _obj(self._repo, blob.id, "blob").data)
+            out.append({"op": body.get("op"), "payload": body.get("payload"), "path": path})
+        return out
+
+    def verify(
+        self,
+        *,
+        deks: Callable[[str], bytes | None] | None = None,
+        max_problems: int = 20,
+    ) -> VerifyReport:
+        """Check the whole first-parent history; see :func:`memctl.journal.verify.verify`."""
+        from .verify import verify
+
+        return verify(self, deks=deks, max_problems=max_problems)
+
+    # ---- maintenance --------------------------------------------------------------------
+
+    def gc(self) -> None:
+        """Pack loose objects with the git binary (``git gc --quiet``); safe while idle."""
+        git = shutil.which("git")
+        if git is None:
+            raise MemctlError("git is not installed; cannot pack the journal")
+        done = subprocess.run(
+            [git, "--git-dir", str(self.path), "gc", "--quiet"], capture_output=True, check=False
+        )
+        if done.returncode != 0:
+            raise MemctlError("git gc failed on the journal")
+
+    @property
+    def keys(self) -> JournalKeys:
+        return self._keys
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _check_events(events: list[Event]) -> None:
+    if not events:
+        raise UsageError("a journal commit needs at least one event")
+    for e in events:
+        check_op(e.op)
+        if e.record_id is None and e.dek is not None:
+            raise UsageError("vault-level journal events take no DEK")
+        if e.record_id is not None:
+            check_record_id(e.record_id)
+        if e.dek is not None and len(e.dek) != 32:
+            raise UsageError("a record data key must be 32 bytes")
+        if not isinstance(e.payload, dict):
+            raise UsageError("journal event payloads must be JSON objects (dicts)")
+        try:
+            ev.dumps(e.payload)
+        except (TypeError, ValueError):
+            raise UsageError("journal event payloads must be JSON-serialisable") from None
+
+
+def _obj(repo: pygit2.Repository, oid: Any, what: str) -> Any:
+    """Load an object; a missing or unreadable one means a damaged journal, not a bug."""
+    try:
+        return repo[oid]
+    except (KeyError, ValueError, pygit2.GitError):
+        raise CorruptVault(f"journal: {what} object {oid} is missing or unreadable") from None
+
+
+def _manifest_blobs(commit: pygit2.Commit) -> tuple[bytes | None, bytes | None]:
+    out: list[bytes | None] = []
+    for name in (MANIFEST, SIGNATURE):
+        try:
+            entry = commit.tree[name]
+        except (KeyError, ValueError, pygit2.GitError):
+            entry = None
+        out.append(entry.data if isinstance(entry, pygit2.Blob) else None)
+    return out[0], out[1]
+
+
+def _commit_info(oid: str, m: Manifest, actor: str, state: Any) -> CommitInfo:
+    records: dict[str, None] = {}
+    ops: dict[str, int] = {}
+    for e in m.body["events"]:
+        if e["record"] is not None:
+            records.setdefault(e["record"], None)
+        ops[e["op"]] = ops.get(e["op"], 0) + 1
+    return CommitInfo(
+        commit=oid,
+        seq=m.seq,
+        op=m.body["op"],
+        time=m.body["time"],
+        actor=actor,
+        n_events=len(m.body["events"]),
+        record_ids=tuple(records),
+        event_ops=ops,
+        db_state=state,
+    )
+
+
+def _last_rseq(root: pygit2.Tree | None, record_id: str) -> int:
+    """The highest per-record event number so far (0 if none): reads one small tree."""
+    if root is None:
+        return 0
+    try:
+        folder: Any = root[record_dir(record_id)]
+    except KeyError:
+        return 0
+    best = 0
+    for entry in folder:
+        fields = parse_record_name(entry.name)
+        if fields is not None:
+            best = max(best, fields[0])
+    return best
+
+
+def _nest(flat: dict[str, pygit2.Oid]) -> dict[str, Any]:
+    """``{"a/b/c": oid}`` -> ``{"a": {"b": {"c": oid}}}``."""
+    root: dict[str, Any] = {}
+    for path, oid in flat.items():
+        *dirs, name = path.split("/")
+        node = root
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[name] = oid
+    return root
+
+
+def _write_tree(
+    repo: pygit2.Repository,
+    tree: pygit2.Tree | None,
+    spec: dict[str, Any],
+    replace: frozenset[str] | set[str] = frozenset(),
+) -> pygit2.Oid:
+    """Write ``tree`` plus the new entries in ``spec``, touching only the subtrees on their paths.
+
+    Cost: one TreeBuilder per touched directory, each seeded from the existing tree object (no
+    walk below it). Event blobs are append-only: an existing name there is an error.
+    """
+    tb = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    for name, item in spec.items():
+        existing = tree[name] if tree is not None and name in tree else None
+        if isinstance(item, dict):
+            if existing is not None and not isinstance(existing, pygit2.Tree):
+                raise CorruptVault("journal: a directory path is taken by a file")
+            tb.insert(name, _write_tree(repo, existing, item), _TREE)
+        else:
+            if existing is not None and name not in replace:
+                raise CorruptVault("journal: an event path already exists")
+            tb.insert(name, item, _BLOB)
+    return tb.write()
+
+
+def _advance(repo: pygit2.Repository, ref: pygit2.Reference | None, new: pygit2.Oid) -> None:
+    """Compare-and-swap the branch from the value ``ref`` was loaded with to ``new``."""
+    try:
+        if ref is None:
+            repo.references.create(REF, new, force=False)
+        else:
+            ref.set_target(new, "memctl journal commit")
+    except pygit2.AlreadyExistsError as exc:
+        raise _moved() from exc
+    except (pygit2.GitError, OSError) as exc:
+        # libgit2 reports a lost compare-and-swap as "old reference value does not match" and a
+        # concurrent update holding refs/heads/main.lock as ELOCKED (an OSError in pygit2).
+        text = str(exc).lower()
+        if "does not match" in text or "lock" in text or "exists" in text:
+            raise _moved() from exc
+        if isinstance(exc, OSError):
+            raise NoSpace("journal: could not write the head reference") from exc
+        raise CorruptVault("journal: could not update the head reference") from exc
+
+
+def _moved() -> JournalHeadMoved:
+    return JournalHeadMoved(
+        "the journal head moved while committing (another writer?); nothing was committed",
+        hint="retry under the vault write lock",
+    )

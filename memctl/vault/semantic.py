@@ -1,0 +1,209 @@
+"""Embeddings in the vault: the pinned model, neighbour context, vector and hybrid recall.
+
+Records are embedded with their nearest neighbours from the same source (the turns around a
+chat message, the chunks around a document chunk) and indexed with a wider context column —
+the measured recipe of ``memctl/recall/fusion.py`` (docs/quality.md), one vector per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from memctl.errors import ModelError, UsageError
+from memctl.recall import fusion
+from memctl.recall.filters import Filters
+
+if TYPE_CHECKING:
+    from memctl.vault.core import Vault
+    from memctl.vault.records import Prepared
+
+DEFAULT_ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def pin_for(spec: str) -> dict[str, Any]:
+    """The header pin (name, dim, weights hash, spec) of a model, loading it only if needed."""
+    if spec.lower() in DEFAULT_ALIASES:
+        from memctl.embed import st
+        from memctl.embed.base import verify_files
+
+        verify_files(st.default_model_dir(), st.DEFAULT_MODEL_PINS, label="all-MiniLM-L6-v2")
+        return {
+            "name": "sentence-transformers/all-MiniLM-L6-v2",
+            "dim": st.DEFAULT_MODEL_DIM,
+            "weights_sha256": st.DEFAULT_WEIGHTS_SHA256,
+            "spec": "default",
+        }
+    from memctl.embed import load_embedder, model_identity
+
+    emb = load_embedder(spec)
+    return {**model_identity(emb), "spec": spec}
+
+
+def load_pinned(pin: dict[str, Any]) -> Any:
+    """Load the vault's model and refuse it if it is not the pinned one (vectors never mix)."""
+    from memctl.embed import load_embedder, model_identity
+
+    spec = pin.get("spec") or pin.get("name")
+    emb = load_embedder(spec)
+    ident = model_identity(emb)
+    for key in ("name", "dim", "weights_sha256"):
+        if ident[key] != pin.get(key):
+            raise ModelError(
+                f"the embedding model does not match the vault's pin ({key} differs): "
+                "its vectors would not be comparable",
+                hint="reinstall the pinned model, or re-embed with `memctl model set`",
+            )
+    return emb
+
+
+# -- ingest -------------------------------------------------------------------------------
+def fill_context(vault: Vault, batch: list[Prepared]) -> dict[int, str]:
+    """Give records without a context their neighbours' text; return each one's embedding text.
+
+    Neighbours are records of the same source (and namespace) in ingest order: earlier ones
+    already stored, and the others of this batch. Keys of the result are batch indexes.
+    """
+    by_source: dict[tuple[str, str], list[int]] = {}
+    for i, p in enumerate(batch):
+        if p.source:
+            by_source.setdefault((p.namespace, p.source), []).append(i)
+    embed_text: dict[int, str] = {}
+    for (ns, source), idxs in by_source.items():
+        earlier = [
+            b
+            for (b,) in reversed(
+                vault.conn.execute(
+                    "SELECT body FROM records WHERE namespace = ? AND source = ? "
+                    "ORDER BY rowid DESC LIMIT ?",
+                    (ns, source, fusion.CONTEXT_RADIUS),
+                ).fetchall()
+            )
+        ]
+        texts = earlier + [batch[i].text for i in idxs]
+        offset = len(earlier)
+        for j, i in enumerate(idxs):
+            k = offset + j
+            p = batch[i]
+            wide = (
+                texts[max(0, k - fusion.CONTEXT_RADIUS) : k]
+                + texts[k + 1 : k + 1 + fusion.CONTEXT_RADIUS]
+            )
+            near = (
+                texts[max(0, k - fusion.EMBED_CONTEXT_RADIUS) : k]
+                + texts[k + 1 : k + 1 + fusion.EMBED_CONTEXT_RADIUS]
+            )
+            if p.context is None:
+                observed = datetime.fromisoformat(p.observed_at) if p.observed_at else None
+                p.context = fusion.context_text(wide, observed) or None
+            embed_text[i] = fusion.embedding_texts(p.title or "", p.text, near)[1]
+    for i, p in enumerate(batch):
+        if i not in embed_text:
+            extra = [p.context] if p.context else []
+            embed_text[i] = fusion.embedding_texts(p.title or "", p.text, extra)[1]
+    return embed_text
+
+
+# -- recall ---------------------------------------------------------------------------------
+def allowed_rowids(vault: Vault, filters: Filters) -> set[int] | None:
+    if filters.is_empty():
+        return None
+    where, params = filters.sql("r")
+    return {
+        r for (r,) in vault.conn.execute(f"SELECT r.rowid FROM records r WHERE {where}", params)
+    }
+
+
+def vector_candidates(vault: Vault, qvec: Any, filters: Filters, k: int) -> list[tuple[int, float]]:
+    store = vault.vectors
+    allowed = allowed_rowids(vault, filters)
+    if allowed is not None and not allowed:
+        return []
+    return [(int(r), float(s)) for r, s in store.search(qvec, k, allowed_rowids=allowed)]
+
+
+def recall(
+    vault: Vault, query: str, *, mode: str, filters: Filters, limit: int
+) -> list[dict[str, Any]]:
+    from memctl.recall.keyword import keyword_search
+    from memctl.vault.records import row_to_dict
+
+    qvec = vault.embedder.encode([query])[0]
+    if mode == "vector":
+        pairs = vector_candidates(vault, qvec, filters, limit)
+        rows = _rows(vault, [r for r, _ in pairs])
+        hits = []
+        for rank, (rowid, score) in enumerate(pairs, 1):
+            hit = row_to_dict(rows[rowid])
+            hit["score"] = score
+            hit["snippet"] = None
+            hit["explain"] = {"vector": {"rank": rank, "score": score}}
+            hits.append(hit)
+        return hits
+    kw_hits = keyword_search(
+        vault.conn, query, filters=filters, limit=fusion.KEYWORD_CANDIDATES, snippets=True
+    )
+    keyword = [(h["_rowid"], h["score"]) for h in kw_hits]
+    vector = vector_candidates(vault, qvec, filters, fusion.VECTOR_CANDIDATES)
+    store = vault.vectors
+
+    def cosine(rowids: Sequence[int]) -> list[float]:
+        import numpy as np
+
+        scores = store.score_rowids(qvec, list(rowids))
+        return [0.0 if np.isnan(s) else float(s) for s in scores]
+
+    rows_needed = {r for r, _ in keyword} | {r for r, _ in vector}
+    by_rowid = {h["_rowid"]: h for h in kw_hits}
+    missing = [r for r in rows_needed if r not in by_rowid]
+    extra = _rows(vault, missing)
+    groups: dict[int, Any] = {}
+    for rowid in rows_needed:
+        src = by_rowid[rowid]["source"] if rowid in by_rowid else extra[rowid][7]
+        if src:
+            groups[rowid] = src
+    fused = fusion.fuse(keyword, vector, cosine=cosine, groups=groups, limit=limit)
+    hits = []
+    for rank, f in enumerate(fused, 1):
+        hit = dict(by_rowid[f.rowid]) if f.rowid in by_rowid else row_to_dict(extra[f.rowid])
+        hit.setdefault("snippet", None)
+        hit["score"] = f.score
+        hit["explain"] = {
+            "hybrid": {"rank": rank, "score": f.score},
+            "keyword": {
+                "rank": f.components.get("keyword_rank"),
+                "score": f.components.get("keyword_score"),
+            },
+            "vector": {
+                "rank": f.components.get("vector_rank"),
+                "score": f.components.get("cosine"),
+            },
+            "group_boost": f.components.get("group_boost", 0.0),
+        }
+        hits.append(hit)
+    return hits
+
+
+def _rows(vault: Vault, rowids: list[int]) -> dict[int, tuple[Any, ...]]:
+    from memctl.vault.records import RECORD_COLUMNS
+
+    if not rowids:
+        return {}
+    out: dict[int, tuple[Any, ...]] = {}
+    for start in range(0, len(rowids), 500):
+        chunk = rowids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in vault.conn.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.rowid IN ({marks})", chunk
+        ):
+            out[row[0]] = row
+    return out
+
+
+def check_mode(vault: Vault, mode: str) -> None:
+    if mode != "keyword" and not vault.header.model:
+        raise UsageError(
+            f"{mode} recall needs an embedding model; this vault is keyword-only",
+            hint="choose one with `memctl model set default`",
+        )

@@ -1,0 +1,479 @@
+"""The packed vector store: allocator invariants, zeroing, persistence, search quality."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from memctl.errors import ModelError, UsageError
+from memctl.store import vectors as vectors_mod
+from memctl.store.vectors import VectorStore, create_tables
+
+
+def unit_rows(seed: int, n: int, dim: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    m = rng.standard_normal((n, dim)).astype(np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    return m
+
+
+def mem_conn() -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:")
+    create_tables(conn)
+    return conn
+
+
+def file_conn(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    create_tables(conn)
+    return conn
+
+
+def db_slots(conn: sqlite3.Connection) -> dict[int, int]:
+    return dict(conn.execute("SELECT record_rowid, slot FROM vec_slots"))
+
+
+# ---------------------------------------------------------------- state machine
+
+DIM = 8
+SPP = 4
+
+
+class VectorStoreMachine(RuleBasedStateMachine):
+    """Random put/delete/compact/reopen against a dict model of what must be stored."""
+
+    @initialize()
+    def setup(self) -> None:
+        self.conn = mem_conn()
+        self.store = VectorStore(self.conn, DIM, slots_per_page=SPP)
+        self.other = VectorStore(self.conn, DIM, slots_per_page=SPP)  # a second "process"
+        self.model: dict[int, np.ndarray] = {}
+        self.next_id = 1
+        self.seed = 0
+
+    def _vec(self) -> np.ndarray:
+        self.seed += 1
+        return unit_rows(self.seed, 1, DIM)[0]
+
+    def _expected_free(self, n: int) -> list[int]:
+        """The lowest n free slots the allocator must hand out."""
+        used = set(db_slots(self.conn).values())
+        pages = self.store.pages()
+        free = [s for s in range(pages * SPP) if s not in used]
+        nxt = pages * SPP
+        while len(free) < n:
+            free.append(nxt)
+            nxt += 1
+        return free[:n]
+
+    @rule(count=st.integers(1, 6), via_other=st.booleans())
+    def put_new(self, count: int, via_other: bool) -> None:
+        ids = list(range(self.next_id, self.next_id + count))
+        self.next_id += count
+        mat = np.stack([self._vec() for _ in ids])
+        expected = self._expected_free(count)
+        (self.other if via_other else self.store).put_many(ids, mat)
+        got = [db_slots(self.conn)[r] for r in ids]
+        assert sorted(got) == expected  # freed slots reused, lowest first
+        self.model.update(zip(ids, mat, strict=True))
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def overwrite(self, data: st.DataObject) -> None:
+        rowid = data.draw(st.sampled_from(sorted(self.model)))
+        slot = self.store.slot_of(rowid)
+        vec = self._vec()
+        self.store.put(rowid, vec)
+        assert self.store.slot_of(rowid) == slot  # an existing rowid keeps its slot
+        self.model[rowid] = vec
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), via_other=st.booleans())
+    def delete(self, data: st.DataObject, via_other: bool) -> None:
+        victims = data.draw(
+            st.lists(st.sampled_from(sorted(self.model)), min_size=1, max_size=6, unique=True)
+        )
+        store = self.other if via_other else self.store
+        assert store.delete([*victims, 10_000_000]) == len(victims)
+        for r in victims:
+            del self.model[r]
+
+    @rule(threshold=st.sampled_from([0.25, 0.5, 0.75, 1.01]))
+    def compact(self, threshold: float) -> None:
+        before = self.store.pages()
+        self.store.compact(threshold)
+        after = self.store.pages()
+        assert after <= before
+        if threshold > 1:  # always compacts fully
+            assert after == -(-len(self.model) // SPP)
+
+    @rule()
+    def reopen(self) -> None:
+        self.store = VectorStore(self.conn, DIM, slots_per_page=SPP)
+
+    @invariant()
+    def slots_are_sound(self) -> None:
+        if not hasattr(self, "conn"):
+            return
+        assert self.store.check() == []
+        slots = db_slots(self.conn)
+        assert set(slots) == set(self.model)
+        assert len(set(slots.values())) == len(slots)  # no two rowids share a slot
+        assert self.store.count() == len(self.model)
+
+    @invariant()
+    def vectors_read_back_exactly(self) -> None:
+        if not hasattr(self, "conn"):
+            return
+        for rowid, vec in self.model.items():
+            got = self.store.get(rowid)
+            assert got is not None and np.array_equal(got, vec)
+        assert sorted(self.store.rowids().tolist()) == sorted(self.model)
+
+    @invariant()
+    def search_finds_each_vector_itself(self) -> None:
+        if not hasattr(self, "conn"):
+            return
+        for rowid, vec in list(self.model.items())[:5]:
+            hits = self.store.search(vec, 1)
+            assert hits[0][0] == rowid
+            assert hits[0][1] == pytest.approx(1.0, abs=0.02)
+
+
+TestVectorStoreMachine = VectorStoreMachine.TestCase
+TestVectorStoreMachine.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+# ---------------------------------------------------------------- zeroing
+
+
+def test_freed_slot_is_zero_in_the_stored_page() -> None:
+    conn = mem_conn()
+    store = VectorStore(conn, 16, slots_per_page=4)
+    store.put_many([1, 2, 3], unit_rows(1, 3, 16))
+    slot = store.slot_of(2)
+    assert store.delete([2]) == 1
+    head, data = conn.execute("SELECT head, data FROM vec_pages WHERE page_no = 0").fetchone()
+    row = 16 * 4
+    assert data[slot * row : (slot + 1) * row] == bytes(row)
+    spp = 4
+    assert head[slot * 8 : slot * 8 + 8] == bytes(8)  # rowid
+    assert head[8 * spp + slot * 4 : 8 * spp + slot * 4 + 4] == bytes(4)  # scale
+    codes = 12 * spp + slot * 16
+    assert head[codes : codes + 16] == bytes(16)
+    assert store.check() == []
+
+
+def test_deleted_vector_bytes_leave_the_database_file(tmp_path: Path) -> None:
+    """After delete, commit and a checkpoint, the float32 bytes are nowhere in the file."""
+    path = tmp_path / "v.db"
+    conn = file_conn(path)
+    conn.execute("PRAGMA secure_delete = ON")
+    store = VectorStore(conn, 32, slots_per_page=8)
+    mat = unit_rows(7, 20, 32)
+    store.put_many(range(1, 21), mat)
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    marker = mat[4].tobytes()
+    assert marker in path.read_bytes()
+    store.delete([5])
+    store.compact(threshold=1.01)  # also exercises moving vectors and dropping tail pages
+    conn.commit()
+    assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    assert marker not in path.read_bytes()
+    assert mat[0].tobytes() in path.read_bytes()  # the oracle can find what is still there
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def test_vectors_survive_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    conn = file_conn(path)
+    store = VectorStore(conn, 24)
+    mat = unit_rows(3, 300, 24)
+    store.put_many(range(10, 310), mat)
+    store.set_model({"name": "memctl/hashing-24", "dim": 24, "weights_sha256": "ab" * 32})
+    conn.commit()
+    conn.close()
+
+    conn = sqlite3.connect(path)
+    store = VectorStore(conn, 24)
+    assert store.count() == 300
+    assert store.model() == {"name": "memctl/hashing-24", "dim": 24, "weights_sha256": "ab" * 32}
+    assert np.array_equal(store.get(10), mat[0])
+    assert np.array_equal(store.get(309), mat[299])
+    assert store.search(mat[123], 1)[0][0] == 133
+    rowids, matrix = store.all_vectors()
+    assert np.array_equal(matrix[np.argsort(rowids)], mat)
+
+
+def test_sqlcipher_connection_with_raw_key(tmp_path: Path) -> None:
+    sqlcipher3 = pytest.importorskip("sqlcipher3")
+    path = tmp_path / "enc.db"
+    key = secrets.token_hex(32)
+
+    def connect(k: str):
+        c = sqlcipher3.connect(str(path))
+        c.execute(f"PRAGMA key = \"x'{k}'\"")
+        return c
+
+    conn = connect(key)
+    create_tables(conn)
+    store = VectorStore(conn, 32)
+    mat = unit_rows(5, 50, 32)
+    store.put_many(range(1, 51), mat)
+    conn.commit()
+    conn.close()
+    assert mat[0].tobytes() not in path.read_bytes()  # encrypted at rest
+
+    conn = connect(key)
+    store = VectorStore(conn, 32)
+    assert np.array_equal(store.get(7), mat[6])
+    assert store.search(mat[20], 1)[0][0] == 21
+    conn.close()
+    bad = connect(secrets.token_hex(32))
+    with pytest.raises(sqlcipher3.DatabaseError):
+        VectorStore(bad, 32)
+    bad.close()
+
+
+# ---------------------------------------------------------------- transactions and coherence
+
+
+def test_never_commits_and_caller_rollback_is_seen(tmp_path: Path) -> None:
+    conn = file_conn(tmp_path / "v.db")
+    store = VectorStore(conn, 16)
+    mat = unit_rows(9, 4, 16)
+    store.put_many([1, 2], mat[:2])
+    conn.commit()
+    store.put_many([3], mat[2:3])
+    assert conn.in_transaction  # left open for the caller
+    assert store.search(mat[2], 1)[0][0] == 3
+    conn.rollback()
+    assert store.count() == 2
+    assert store.search(mat[2], 3)[0][0] != 3
+    assert 3 not in {r for r, _ in store.search(mat[2], 3)}
+    store.put_many([4], mat[3:4])  # reuses the slot the rolled-back vector had
+    assert store.slot_of(4) == 2
+    assert store.check() == []
+
+
+def test_two_connections_stay_coherent(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    a_conn, b_conn = file_conn(path), file_conn(path)
+    a, b = VectorStore(a_conn, 16, slots_per_page=8), VectorStore(b_conn, 16)
+    mat = unit_rows(11, 40, 16)
+    a.put_many(range(1, 31), mat[:30])
+    a_conn.commit()
+    assert b.search(mat[5], 1)[0][0] == 6
+    b.put_many(range(31, 41), mat[30:])
+    b.delete([6])
+    b_conn.commit()
+    assert a.search(mat[35], 1)[0][0] == 36  # a re-reads only the changed pages
+    assert 6 not in {r for r, _ in a.search(mat[5], 5)}
+    assert a.load() == 39
+
+
+def test_failed_put_leaves_nothing_half_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = mem_conn()
+    store = VectorStore(conn, 8, slots_per_page=2)
+    mat = unit_rows(2, 6, 8)
+    store.put_many([1, 2], mat[:2])
+    conn.commit()
+    real_write = VectorStore._write_page
+    calls = {"n": 0}
+
+    def flaky(self, page_no, gen, page):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_write(self, page_no, gen, page)
+
+    monkeypatch.setattr(VectorStore, "_write_page", flaky)
+    with pytest.raises(sqlite3.OperationalError):
+        store.put_many([3, 4, 5, 6], mat[2:])
+    monkeypatch.setattr(VectorStore, "_write_page", real_write)
+    assert store.count() == 2
+    assert store.pages() == 1
+    assert store.check() == []
+    assert store.search(mat[2], 2)[0][0] in {1, 2}
+    store.put_many([3], mat[2:3])
+    assert store.search(mat[2], 1)[0][0] == 3
+
+
+# ---------------------------------------------------------------- compaction
+
+
+def test_compaction_keeps_every_vector() -> None:
+    conn = mem_conn()
+    store = VectorStore(conn, 16, slots_per_page=8)
+    mat = unit_rows(4, 200, 16)
+    store.put_many(range(1, 201), mat)
+    rng = np.random.default_rng(0)
+    gone = set(rng.choice(np.arange(1, 201), size=140, replace=False).tolist())
+    store.delete(gone)
+    assert store.occupancy() == pytest.approx(60 / 200)
+    assert store.compact(threshold=0.25) == 0  # above the threshold: no move
+    moved = store.compact(threshold=0.5)
+    assert moved > 0
+    assert store.pages() == 8  # ceil(60 / 8)
+    assert store.occupancy() == pytest.approx(60 / 64)
+    assert store.check() == []
+    for rowid in range(1, 201):
+        got = store.get(rowid)
+        if rowid in gone:
+            assert got is None
+        else:
+            assert np.array_equal(got, mat[rowid - 1])
+            assert store.search(mat[rowid - 1], 1)[0][0] == rowid
+
+
+def test_compaction_drops_empty_tail_pages_without_moving() -> None:
+    conn = mem_conn()
+    store = VectorStore(conn, 8, slots_per_page=4)
+    store.put_many(range(1, 13), unit_rows(1, 12, 8))
+    store.delete(range(5, 13))
+    assert store.pages() == 3
+    assert store.compact(threshold=0.1) == 0
+    assert store.pages() == 1
+    assert store.occupancy() == 1.0
+
+
+# ---------------------------------------------------------------- search quality
+
+
+def test_quantised_top10_agrees_with_exact() -> None:
+    """Random vectors are the hardest case (no clusters); prefilter path is exercised."""
+    n, dim = vectors_mod.FULL_SCAN_MAX + 3_616, 384
+    conn = mem_conn()
+    store = VectorStore(conn, dim)
+    mat = unit_rows(20, n, dim)
+    store.put_many(range(1, n + 1), mat)
+    queries = unit_rows(21, 40, dim)
+    recalls = []
+    for q in queries:
+        exact = np.argsort(-(mat @ q))[:10] + 1
+        got = [r for r, _ in store.search(q, 10)]
+        assert len(got) == 10
+        recalls.append(len(set(got) & set(exact.tolist())) / 10)
+    assert np.mean(recalls) >= 0.95
+    # exact_search is the float32 reference
+    ref = store.exact_search(queries[0], 10)
+    assert [r for r, _ in ref] == (np.argsort(-(mat @ queries[0]))[:10] + 1).tolist()
+
+
+def test_search_with_allowed_rowids_and_scores_sorted() -> None:
+    conn = mem_conn()
+    store = VectorStore(conn, 32, slots_per_page=16)
+    mat = unit_rows(30, 500, 32)
+    store.put_many(range(1, 501), mat)
+    allowed = set(range(100, 200))
+    q = mat[150]
+    hits = store.search(q, 10, allowed_rowids=allowed)
+    assert hits[0][0] == 151
+    assert {r for r, _ in hits} <= allowed
+    scores = [s for _, s in hits]
+    assert scores == sorted(scores, reverse=True)
+    exact = store.exact_search(q, 10, allowed_rowids=allowed)
+    assert len({r for r, _ in hits} & {r for r, _ in exact}) >= 9
+    assert store.search(q, 10, allowed_rowids={999_999}) == []
+    assert store.search(q, 0) == []
+    assert len(store.search(q, 1000)) == 500
+
+
+def test_prefilter_with_allowed_rowids() -> None:
+    n, dim = vectors_mod.FULL_SCAN_MAX + 1_000, 64
+    conn = mem_conn()
+    store = VectorStore(conn, dim)
+    mat = unit_rows(40, n, dim)
+    store.put_many(range(1, n + 1), mat)
+    allowed = set(range(1, n + 1, 2))  # larger than FULL_SCAN_MAX: prefilter with a mask
+    for i in (0, 2, 4000, 9000):
+        hits = store.search(mat[i], 5, allowed_rowids=allowed, candidates=2000)
+        assert hits[0][0] == i + 1
+        assert {r for r, _ in hits} <= allowed
+
+
+# ---------------------------------------------------------------- validation and pinning
+
+
+def test_bad_input_is_a_usage_error() -> None:
+    store = VectorStore(mem_conn(), 8)
+    good = unit_rows(1, 2, 8)
+    with pytest.raises(UsageError):
+        store.put_many([1], good)  # wrong row count
+    with pytest.raises(UsageError):
+        store.put_many([1, 1], good)
+    with pytest.raises(UsageError):
+        store.put_many([0, 1], good)
+    with pytest.raises(UsageError):
+        store.put_many([1, 2], good * 2)  # not normalised
+    with pytest.raises(UsageError):
+        store.put(1, np.full(8, np.nan, np.float32))
+    with pytest.raises(UsageError):
+        store.search(np.ones(9, np.float32), 3)
+    assert store.count() == 0
+
+
+def test_dimension_and_model_are_pinned() -> None:
+    conn = mem_conn()
+    store = VectorStore(conn, 8)
+    ident = {"name": "memctl/hashing-8", "dim": 8, "weights_sha256": "00" * 32}
+    store.set_model(ident)
+    store.put_many([1], unit_rows(1, 1, 8))
+    with pytest.raises(ModelError):
+        VectorStore(conn, 16)
+    with pytest.raises(ModelError):
+        store.set_model({**ident, "name": "other", "weights_sha256": "11" * 32})
+    store.set_model(ident)  # the same model again is fine
+    store.clear()
+    assert store.count() == 0 and store.model() is None
+    store.set_model({**ident, "name": "other", "weights_sha256": "11" * 32})
+    assert store.model()["name"] == "other"
+
+
+# ---------------------------------------------------------------- several stores, re-ranking
+
+
+def test_prefixed_stores_are_independent() -> None:
+    conn = mem_conn()
+    create_tables(conn, prefix="vecctx")
+    own, ctx = VectorStore(conn, 16), VectorStore(conn, 16, prefix="vecctx")
+    mat = unit_rows(8, 6, 16)
+    own.put_many([1, 2, 3], mat[:3])
+    ctx.put_many([1, 2, 3], mat[3:])
+    assert np.array_equal(own.get(1), mat[0])
+    assert np.array_equal(ctx.get(1), mat[3])
+    ctx.delete([2])
+    assert own.count() == 3 and ctx.count() == 2
+    assert own.check() == [] and ctx.check() == []
+    with pytest.raises(UsageError):
+        VectorStore(conn, 16, prefix="vec; DROP TABLE x")
+
+
+def test_score_rowids_matches_exact_cosines() -> None:
+    conn = mem_conn()
+    store = VectorStore(conn, 64)
+    mat = unit_rows(12, 100, 64)
+    store.put_many(range(1, 101), mat)
+    q = unit_rows(13, 1, 64)[0]
+    got = store.score_rowids(q, [5, 999, 50])
+    assert got.dtype == np.float32
+    assert np.isnan(got[1])
+    assert got[0] == pytest.approx(float(mat[4] @ q), abs=0.01)
+    assert got[2] == pytest.approx(float(mat[49] @ q), abs=0.01)
+    assert store.score_rowids(q, []).shape == (0,)
