@@ -13,8 +13,14 @@ _memctl() {
     done
     local words=""
     case "$path" in
-        "") words="agent cron erase export get inbox ingest init key list lock mcp passwd plugins recall status unlock --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
+        "") words="agent audit backup cron erase export get inbox ingest init key list lock mcp passwd plugins recall restore status unlock --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
         "agent") words="--help --idle --key-file --passphrase-command --passphrase-file --ttl --vault --verbose -v" ;;
+        "audit") words="log repair show verify --help" ;;
+        "audit log") words="--actor --help --json --key-file --limit --op --passphrase-command --passphrase-file --since --vault" ;;
+        "audit repair") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
+        "audit show") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
+        "audit verify") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
+        "backup") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "cron") words="example --help" ;;
         "cron example") words="--every --help --job --key-file --vault" ;;
         "erase") words="--before --dry-run --help --json --key-file --namespace --passphrase-command --passphrase-file --query --source --tag --vault --wait --yes -n -y" ;;
@@ -36,6 +42,7 @@ _memctl() {
         "passwd") words="--help --key-file --new-passphrase-file --passphrase-command --passphrase-file --vault" ;;
         "plugins") words="--help --json" ;;
         "recall") words="--explain --help --json --jsonl --key-file --kind --limit --min-trust --mode --namespace --no-explain --passphrase-command --passphrase-file --since --source --tag --until --vault -l -n -t" ;;
+        "restore") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "status") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "unlock") words="--help --idle --json --key-file --passphrase-command --passphrase-file --ttl --vault" ;;
     esac
@@ -44,7 +51,8 @@ _memctl() {
 }
 _memctl_groups() {
     case "$1" in
-        "") echo "agent cron erase export get inbox ingest init key list lock mcp passwd plugins recall status unlock" ;;
+        "") echo "agent audit backup cron erase export get inbox ingest init key list lock mcp passwd plugins recall restore status unlock" ;;
+        "audit") echo "log repair show verify" ;;
         "cron") echo "example" ;;
         "inbox") echo "add import list" ;;
         "key") echo "add list remove" ;;

@@ -12,6 +12,7 @@ import typer
 
 from memctl import __version__
 from memctl.cli import (
+    audit_cmd,
     agent_cmd,
     common,
     cron_cmd,
@@ -90,6 +91,9 @@ app.command("agent")(agent_cmd.agent)
 app.command("erase")(erase_cmd.erase)
 app.command("export")(erase_cmd.export)
 app.command("mcp")(mcp_cmd.mcp)
+app.add_typer(audit_cmd.audit_app, name="audit")
+app.command("backup")(audit_cmd.backup)
+app.command("restore")(audit_cmd.restore)
 app.add_typer(inbox_cmd.inbox_app, name="inbox")
 app.add_typer(cron_cmd.cron_app, name="cron")
 app.command("plugins")(plugins_cmd.plugins)

@@ -822,6 +822,13 @@ class Vault:
             "events": events,
         }
 
+    @dbmod.guard
+    def backup(self, dest: os.PathLike[str] | str) -> dict[str, Any]:
+        """An encrypted, consistent copy of this vault at ``dest`` (docs/backup.md)."""
+        from memctl.vault.backup import backup
+
+        return backup(self, Path(dest))
+
     def audit_log(self, **filters: Any) -> list[dict[str, Any]]:
         return self.history.log(**filters)
 

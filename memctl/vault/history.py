@@ -175,6 +175,10 @@ class History:
             str(records).encode(),
         ).hex()
         self._write_intent(seq)
+        # We hold the database's write transaction, so no other memctl writer is committing:
+        # a ref lock here was left by a process killed inside libgit2's ref update.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path / "refs" / "heads" / "main.lock")
         with private_umask():
             head = j.commit(op, events, actor=actor, db_state=state, expect_head=j.head())
         conn.executemany(
@@ -224,6 +228,23 @@ class History:
 
     def verify(self) -> dict[str, Any]:
         """Signatures, chain, and database ↔ journal agreement. Never raises for problems."""
+        try:
+            return self._verify()
+        except CorruptVault as exc:
+            self._journal = None
+            return {
+                "ok": False,
+                "head": None,
+                "seq": 0,
+                "commits_checked": 0,
+                "events_checked": 0,
+                "events_decrypted": 0,
+                "events_unreadable": 0,
+                "records": None,
+                "problems": [exc.message],
+            }
+
+    def _verify(self) -> dict[str, Any]:
         vault = self.vault
         conn = vault.conn
         problems: list[str] = []
