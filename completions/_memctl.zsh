@@ -13,7 +13,7 @@ _memctl() {
     done
     local words=""
     case "$path" in
-        "") words="agent audit backup cron erase export get inbox ingest init key list lock mcp passwd plugins recall restore status unlock --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
+        "") words="agent audit backup cron erase export get inbox ingest init key list lock mcp model passwd plugins recall restore status unlock --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
         "agent") words="--help --idle --key-file --passphrase-command --passphrase-file --ttl --vault --verbose -v" ;;
         "audit") words="log repair show verify --help" ;;
         "audit log") words="--actor --help --json --key-file --limit --op --passphrase-command --passphrase-file --since --vault" ;;
@@ -39,6 +39,9 @@ _memctl() {
         "list") words="--help --json --jsonl --key-file --kind --limit --namespace --passphrase-command --passphrase-file --tag --vault -l -n -t" ;;
         "lock") words="--all --help --json --vault" ;;
         "mcp") words="--allow-erase --help --key-file --namespace --passphrase-command --passphrase-file --policy --read-only --vault -n" ;;
+        "model") words="set show --help" ;;
+        "model set") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
+        "model show") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "passwd") words="--help --key-file --new-passphrase-file --passphrase-command --passphrase-file --vault" ;;
         "plugins") words="--help --json" ;;
         "recall") words="--explain --help --json --jsonl --key-file --kind --limit --min-trust --mode --namespace --no-explain --passphrase-command --passphrase-file --since --source --tag --until --vault -l -n -t" ;;
@@ -51,11 +54,12 @@ _memctl() {
 }
 _memctl_groups() {
     case "$1" in
-        "") echo "agent audit backup cron erase export get inbox ingest init key list lock mcp passwd plugins recall restore status unlock" ;;
+        "") echo "agent audit backup cron erase export get inbox ingest init key list lock mcp model passwd plugins recall restore status unlock" ;;
         "audit") echo "log repair show verify" ;;
         "cron") echo "example" ;;
         "inbox") echo "add import list" ;;
         "key") echo "add list remove" ;;
+        "model") echo "set show" ;;
     esac
 }
 complete -o default -F _memctl memctl

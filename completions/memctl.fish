@@ -14,6 +14,7 @@ complete -c memctl -n '__fish_use_subcommand' -a key
 complete -c memctl -n '__fish_use_subcommand' -a list
 complete -c memctl -n '__fish_use_subcommand' -a lock
 complete -c memctl -n '__fish_use_subcommand' -a mcp
+complete -c memctl -n '__fish_use_subcommand' -a model
 complete -c memctl -n '__fish_use_subcommand' -a passwd
 complete -c memctl -n '__fish_use_subcommand' -a plugins
 complete -c memctl -n '__fish_use_subcommand' -a recall
@@ -31,6 +32,8 @@ complete -c memctl -n '__fish_seen_subcommand_from inbox' -a list
 complete -c memctl -n '__fish_seen_subcommand_from key' -a add
 complete -c memctl -n '__fish_seen_subcommand_from key' -a list
 complete -c memctl -n '__fish_seen_subcommand_from key' -a remove
+complete -c memctl -n '__fish_seen_subcommand_from model' -a set
+complete -c memctl -n '__fish_seen_subcommand_from model' -a show
 complete -c memctl -l help
 complete -c memctl -l key-file
 complete -c memctl -l passphrase-command
@@ -229,6 +232,19 @@ complete -c memctl -n '__fish_seen_subcommand_from mcp' -l policy
 complete -c memctl -n '__fish_seen_subcommand_from mcp' -l read-only
 complete -c memctl -n '__fish_seen_subcommand_from mcp' -l vault
 complete -c memctl -n '__fish_seen_subcommand_from mcp' -s n
+complete -c memctl -n '__fish_seen_subcommand_from model' -l help
+complete -c memctl -n '__fish_seen_subcommand_from set' -l help
+complete -c memctl -n '__fish_seen_subcommand_from set' -l json
+complete -c memctl -n '__fish_seen_subcommand_from set' -l key-file
+complete -c memctl -n '__fish_seen_subcommand_from set' -l passphrase-command
+complete -c memctl -n '__fish_seen_subcommand_from set' -l passphrase-file
+complete -c memctl -n '__fish_seen_subcommand_from set' -l vault
+complete -c memctl -n '__fish_seen_subcommand_from show' -l help
+complete -c memctl -n '__fish_seen_subcommand_from show' -l json
+complete -c memctl -n '__fish_seen_subcommand_from show' -l key-file
+complete -c memctl -n '__fish_seen_subcommand_from show' -l passphrase-command
+complete -c memctl -n '__fish_seen_subcommand_from show' -l passphrase-file
+complete -c memctl -n '__fish_seen_subcommand_from show' -l vault
 complete -c memctl -n '__fish_seen_subcommand_from passwd' -l help
 complete -c memctl -n '__fish_seen_subcommand_from passwd' -l key-file
 complete -c memctl -n '__fish_seen_subcommand_from passwd' -l new-passphrase-file

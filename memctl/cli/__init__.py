@@ -13,6 +13,7 @@ import typer
 from memctl import __version__
 from memctl.cli import (
     audit_cmd,
+    model_cmd,
     agent_cmd,
     common,
     cron_cmd,
@@ -92,6 +93,7 @@ app.command("erase")(erase_cmd.erase)
 app.command("export")(erase_cmd.export)
 app.command("mcp")(mcp_cmd.mcp)
 app.add_typer(audit_cmd.audit_app, name="audit")
+app.add_typer(model_cmd.model_app, name="model")
 app.command("backup")(audit_cmd.backup)
 app.command("restore")(audit_cmd.restore)
 app.add_typer(inbox_cmd.inbox_app, name="inbox")

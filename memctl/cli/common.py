@@ -180,3 +180,24 @@ def sub_app(help_text: str) -> typer.Typer:
     return typer.Typer(
         help=help_text, cls=MemctlGroup, no_args_is_help=True, pretty_exceptions_enable=False
     )
+
+
+def load_model_with_spinner(vault: Any, mode: str | None) -> None:
+    """Loading torch + the model takes seconds: say so on stderr (TTY only) instead of hanging.
+
+    Through the agent the model is already warm, so nothing is shown.
+    """
+    from memctl.vault.core import Vault
+
+    if not isinstance(vault, Vault) or mode == "keyword" or not vault.header.model:
+        return
+    if vault._embedder is not None:
+        return
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty:
+        return
+    with console(stderr=True).status("loading the embedding model…", spinner="dots"):
+        _ = vault.embedder

@@ -42,6 +42,7 @@ def recall(
 ) -> None:
     """Find memories. Any text is a valid query."""
     with common.open_vault(vault, passphrase_file, passphrase_command, key_file) as v:
+        common.load_model_with_spinner(v, mode)
         hits = v.recall(
             query,
             mode=mode,

@@ -56,7 +56,9 @@ def passwd(
     """Change the passphrase. Only the master key is re-wrapped; no data is re-encrypted."""
     from memctl.vault.unlock import Credentials, new_passphrase
 
-    with common.open_vault(vault, passphrase_file, passphrase_command, key_file) as v:
+    with common.open_vault(
+        vault, passphrase_file, passphrase_command, key_file, use_agent=False
+    ) as v:
         secret = new_passphrase(Credentials(passphrase_file=new_passphrase_file, interactive=True))
         slot = v.change_passphrase(secret)
     common.info(f"passphrase changed (keyslot {slot})")
@@ -112,7 +114,7 @@ def key_add(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a key file (0600) and a keyslot it opens: for cron jobs and services."""
-    with common.open_vault(vault, passphrase_file, passphrase_command, None) as v:
+    with common.open_vault(vault, passphrase_file, passphrase_command, None, use_agent=False) as v:
         slot = v.add_key_file(new_key_file, label=label)
     if json_out:
         common.print_json({"keyslot": slot, "key_file": str(new_key_file)})

@@ -86,7 +86,7 @@ def restore(src: Path, target: Path | None, creds: Credentials) -> dict[str, Any
         raise VaultExists(f"{vault} exists and is not empty; restore into a new directory")
     vault.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src, vault, dirs_exist_ok=True)
-    for root, dirs, files in os.walk(vault):
+    for root, _dirs, files in os.walk(vault):
         os.chmod(root, 0o700)
         for f in files:
             os.chmod(os.path.join(root, f), 0o600)

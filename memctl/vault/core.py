@@ -309,6 +309,71 @@ class Vault:
             _ = self.embedder
             self.vectors.load()
 
+    def set_model(self, spec: str | None, *, batch_size: int = 256, progress: Any = None) -> dict:
+        """Choose the embedding model and (re-)embed every record: explicit and resumable.
+
+        A different model first drops every vector (two models' vectors are never mixed), then
+        pins the new identity in the header; records without a vector are embedded in batches,
+        each its own transaction, so an interrupted run continues where it stopped.
+        """
+        from memctl.journal import Event
+        from memctl.vault.semantic import pin_for
+
+        pin = pin_for(spec) if spec else None
+        old = self.header.model
+        same = bool(
+            old and pin and all(old.get(k) == pin.get(k) for k in ("name", "dim", "weights_sha256"))
+        )
+        if not same:
+            with self.lock():
+                with self.transaction() as conn:
+                    # every vector of the old model goes (zeroed: secure_delete), with its layout
+                    for table in ("vec_slots", "vec_pages", "vec_meta"):
+                        conn.execute(f"DELETE FROM {table}")
+                    self.history.commit(
+                        conn,
+                        "model",
+                        [Event("model", None, {"from": old, "to": pin})],
+                        actor=self.actor,
+                    )
+                header = hdr.read_header(self.path)
+                header.verify_public(self.keys)
+                header.model = pin
+                header.seal_public(self.keys)
+                hdr.write_header(self.path, header)
+                self.header = header
+                self._embedder = None
+                self._vectors = None
+        if not pin:
+            return {"model": None, "embedded": 0}
+        store = self.vectors
+        if not same:
+            with self.transaction():
+                store.set_model({k: pin[k] for k in ("name", "dim", "weights_sha256")})
+        import numpy as np
+
+        done = 0
+        while True:
+            rows = self.conn.execute(
+                "SELECT r.rowid, r.title, r.body, r.context, r.namespace, r.source FROM records r "
+                "WHERE r.rowid NOT IN (SELECT record_rowid FROM vec_slots) ORDER BY r.rowid LIMIT ?",
+                (batch_size,),
+            ).fetchall()
+            if not rows:
+                break
+            from memctl.recall import fusion
+
+            texts = [
+                fusion.embedding_texts(t or "", b, [c] if c else [])[1] for _, t, b, c, _, _ in rows
+            ]
+            matrix = self.embedder.encode(texts)
+            with self.transaction():
+                store.put_many([r[0] for r in rows], np.asarray(matrix))
+            done += len(rows)
+            if progress:
+                progress(len(rows))
+        return {"model": pin, "embedded": done}
+
     def _embed_batch(self, batch: list[Prepared]) -> dict[int, Any]:
         """Vectors for the items of ``batch`` that will be stored (not duplicates)."""
         from memctl.vault.semantic import fill_context

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from memctl.crypto.keys import mac
-from memctl.errors import CorruptVault
+from memctl.errors import CorruptVault, NoSpace
 
 if TYPE_CHECKING:
     from memctl.journal import Event, Journal
@@ -104,7 +104,10 @@ class History:
     def _write_intent(self, seq: int) -> None:
         from memctl.vault.header import write_atomic
 
-        write_atomic(self.vault.path / INTENT_NAME, f"{seq} {self._intent_mac(seq)}\n".encode())
+        try:
+            write_atomic(self.vault.path / INTENT_NAME, f"{seq} {self._intent_mac(seq)}\n".encode())
+        except OSError as exc:  # a full disk: nothing is written yet, say so with exit 11
+            raise NoSpace(f"{INTENT_NAME}: disk full or I/O error while writing") from exc
 
     def _read_intent(self) -> int | None:
         try:
