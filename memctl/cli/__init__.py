@@ -12,15 +12,15 @@ import typer
 
 from memctl import __version__
 from memctl.cli import (
-    audit_cmd,
-    model_cmd,
     agent_cmd,
+    audit_cmd,
     common,
     cron_cmd,
     erase_cmd,
     inbox_cmd,
     ingest_cmd,
     mcp_cmd,
+    model_cmd,
     plugins_cmd,
     recall_cmd,
     vault_cmds,

@@ -151,6 +151,7 @@ class _Pending:
     prev: cur.Cursor | None  # the cursor it replaces
     items: list[dict[str, Any]]
     save: bool
+    task: Task | None = None  # where the items came from (to read it again, see finish)
 
 
 class Ingestor:
@@ -190,6 +191,7 @@ class Ingestor:
         self._prune: cur.Produced = {}
         self._prune_clear: list[cur.Cursor] = []  # cursors whose orphans go with the prune
         self._prune_drop: list[cur.Cursor] = []  # cursors of inputs gone upstream
+        self._landed: dict[str, Task] = {}  # record id -> the input whose item it holds
         self._namespace_checked = False
         if self.config.prune and not self.has_cursors:
             raise UsageError("--prune needs the vault unlocked here, not through the agent")
@@ -405,7 +407,7 @@ class Ingestor:
                 count=len(items),
                 items=produced,
             )
-        self._add(cursor, prev, items, what=str(task.path), save=True)
+        self._add(cursor, prev, items, what=str(task.path), save=True, task=task)
 
     def _read(self, task: Task, *, display: str | None = None) -> list[dict[str, Any]] | None:
         """A task's items, overridden by the command line's fields; None if the file failed."""
@@ -455,6 +457,7 @@ class Ingestor:
         *,
         what: str,
         save: bool,
+        task: Task | None = None,
     ) -> None:
         from memctl.vault.records import prepare
 
@@ -469,7 +472,7 @@ class Ingestor:
                 save = False  # read it again next time, and report it again
                 continue
             valid.append(item)
-        self._group.append(_Pending(cursor, prev, valid, save and cursor is not None))
+        self._group.append(_Pending(cursor, prev, valid, save and cursor is not None, task))
         self._group_items += len(valid)
         self._group_chars += sum(len(i["text"]) for i in valid)
         if self._group_items >= GROUP_ITEMS or self._group_chars >= GROUP_CHARS:
@@ -493,6 +496,15 @@ class Ingestor:
             if summary.failed:  # pre-validated, so only a vault-side refusal lands here
                 self.report.failed += summary.failed
                 self.report.errors += summary.errors
+            elif len(summary.ids) == len(items) and self.config.prune:
+                # Which record each item landed on (or was de-duplicated against): if a prune
+                # later erases one of them, that input is read again (see finish).
+                ids = iter(summary.ids)
+                for pending in group:
+                    for _ in pending.items:
+                        rid = next(ids)
+                        if pending.task is not None:
+                            self._landed[rid] = pending.task
         to_save = [p for p in group if p.save and p.cursor is not None]
         if to_save and self.has_cursors:
             self._update_cursors(to_save)
@@ -537,10 +549,13 @@ class Ingestor:
         identities, self._prune = self._prune, {}
         clear, self._prune_clear = self._prune_clear, []
         drop, self._prune_drop = self._prune_drop, []
+        landed, self._landed = self._landed, {}
         ids = cur.record_ids(self.conn, self.config.namespace, identities)
+        erased: list[str] = []
         if ids:
             receipt = self.vault.erase(sorted(set(ids)))
-            self.report.pruned += len(receipt.get("erased", []))
+            erased = list(receipt.get("erased", []))
+            self.report.pruned += len(erased)
         for cursor in clear:
             cursor.orphan_items = {}
         with self.vault.transaction() as conn:
@@ -548,6 +563,15 @@ class Ingestor:
             if clear:
                 cur.load_items(conn, [c for c in clear if c.items is None])
                 cur.save(conn, clear)
+        # A file read in this run may have been de-duplicated against a record the prune just
+        # erased (a note renamed, a section moved to another file): read it again, so its
+        # content is stored under its own identity instead of being lost.
+        again = {landed[rid].path: landed[rid] for rid in erased if rid in landed}
+        for task in again.values():
+            if task.path.exists():
+                self._ingest_task(task, None)
+        self.flush()
+        self._landed = {}
         return self.report
 
     # -- reporting -------------------------------------------------------------------------

@@ -1,14 +1,17 @@
-"""Commit latency at two vault sizes: the evidence that a commit's cost does not grow with it.
+"""Commit latency at two vault sizes, and the cost of a big batch commit.
 
 ``bench_commit()`` builds two journals in a temporary directory — ``n_small`` and ``n_large``
 records, each record one ``created`` event, written in large batch commits — then times
 one-event commits (a new record each), alternating between the two journals so background noise
-hits both alike, and returns the medians in milliseconds.
+hits both alike, and returns the medians in milliseconds: the evidence that a commit's cost does
+not grow with the journal.
 
-The temporary directory is on ``/dev/shm`` when it exists: writing the ~250k loose objects of a
-100k-record journal to a real disk takes minutes of I/O and its write-back then disturbs the
-timings. What is measured is therefore the commit's own cost (crypto, tree rewrites, object and
-ref writes) without disk latency; pass ``tmpdir`` to measure on another file system.
+``bench_batch()`` times commits of ``n_events`` new records each (the vault's ingest batch) on a
+journal that already holds ``n_base`` records, and returns the median in milliseconds.
+
+The temporary directory is on ``/dev/shm`` when it exists, so what is measured is the commit's
+own cost (crypto, tree rewrites, object and ref writes) without disk latency; pass ``tmpdir`` to
+measure on another file system (``/tmp``: a real disk, where ``durable=True`` pays for fsync).
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ def _keys() -> JournalKeys:
     return JournalKeys(sign_seed=os.urandom(32), mac_key=os.urandom(32), vault_key=os.urandom(32))
 
 
-def _fill(path: Path, keys: JournalKeys, n: int, batch: int) -> Any:
+def _fill(path: Path, keys: JournalKeys, n: int, batch: int, durable: bool = True) -> Any:
     from .repo import Journal
 
-    journal = Journal.create(path, keys)
+    journal = Journal.create(path, keys, durable=durable)
     done = 0
     while done < n:
         k = min(batch, n - done)
@@ -62,13 +65,12 @@ def bench_commit(
     repeats: int = 50,
     batch: int = 50_000,
     tmpdir: str | None = None,
+    durable: bool = True,
 ) -> dict[str, float]:
     """Median ms of a one-event commit on journals of ``n_small`` and ``n_large`` records."""
-    if tmpdir is None and os.path.isdir(_SHM) and os.access(_SHM, os.W_OK):
-        tmpdir = _SHM
-    with tempfile.TemporaryDirectory(prefix="memctl-journal-bench-", dir=tmpdir) as tmp:
-        small = _fill(Path(tmp) / "small", _keys(), n_small, batch)
-        large = _fill(Path(tmp) / "large", _keys(), n_large, batch)
+    with tempfile.TemporaryDirectory(prefix="memctl-journal-bench-", dir=_dir(tmpdir)) as tmp:
+        small = _fill(Path(tmp) / "small", _keys(), n_small, batch, durable)
+        large = _fill(Path(tmp) / "large", _keys(), n_large, batch, durable)
         if hasattr(os, "sync"):
             os.sync()  # flush the build's dirty pages now, not during the timed commits
         for i in range(5):  # warm caches and the allocator on both
@@ -83,3 +85,32 @@ def bench_commit(
             "journal_commit_ms_small": round(statistics.median(t_small), 3),
             "journal_commit_ms_large": round(statistics.median(t_large), 3),
         }
+
+
+def bench_batch(
+    n_events: int = 1000,
+    n_base: int = 20_000,
+    *,
+    repeats: int = 10,
+    tmpdir: str | None = None,
+    durable: bool = True,
+) -> dict[str, float]:
+    """Median ms of one ``n_events``-record commit on a journal of ``n_base`` records."""
+    with tempfile.TemporaryDirectory(prefix="memctl-journal-bench-", dir=_dir(tmpdir)) as tmp:
+        journal = _fill(Path(tmp) / "j", _keys(), n_base, 1000, durable)
+        times: list[float] = []
+        for r in range(repeats):
+            events = [
+                Event("created", new_ulid(), {"v": 1, "r": r, "i": i}, os.urandom(32))
+                for i in range(n_events)
+            ]
+            t0 = time.perf_counter()
+            journal.commit("ingest", events, actor="bench")
+            times.append((time.perf_counter() - t0) * 1000)
+        return {"journal_batch_commit_ms": round(statistics.median(times), 3)}
+
+
+def _dir(tmpdir: str | None) -> str | None:
+    if tmpdir is None and os.path.isdir(_SHM) and os.access(_SHM, os.W_OK):
+        return _SHM
+    return tmpdir

@@ -4,20 +4,24 @@ Why git: anyone can copy, clone, ``git log`` and back it up with tools they trus
 content-addressed history is a natural append-only log. What git does not give (authenticity,
 confidentiality) comes from the signed manifest and the encrypted blobs (``events.py``).
 
-A commit only rewrites the trees on the paths it touches (``_write_tree``), so its cost does not
-grow with the number of records in the vault.
+A commit only rewrites the trees on the paths it touches (``build.build_tree``), so its cost does
+not grow with the number of records in the vault. Its objects are computed in memory and written
+by ``store.py``: one packfile for a big commit, a few loose files for a small one, fsynced as a
+batch rather than one by one; ``maintain.py`` keeps the number of packs small.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pygit2
 
@@ -31,6 +35,8 @@ from memctl.errors import (
 )
 
 from . import events as ev
+from . import gitobj, store
+from .build import Staged, TreeReader, build_tree, nest
 from .model import (
     FORMAT,
     KEY_DEK,
@@ -57,11 +63,19 @@ from .model import (
     vault_event_path,
 )
 
+if TYPE_CHECKING:
+    from .maintain import MaintainReport
+
 _CONFIG_KEY = "memctl.journalformat"
 _UNSET: Any = object()
 _BLOB = pygit2.GIT_FILEMODE_BLOB
 _TREE = pygit2.GIT_FILEMODE_TREE
 _AUTHOR = ("memctl", "memctl@invalid")
+_IDENT = b"memctl <memctl@invalid>"
+PACK_MIN_EVENTS = 32  # commits with at least this many events are written as one packfile
+MAX_PACKS = 64  # more packs than this and a commit consolidates them (Journal.maintain)
+MAX_LOOSE = 6700  # estimated loose objects above which they are packed (git's gc.auto)
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,12 +94,21 @@ class Manifest:
 class Journal:
     """An open journal. Not thread-safe; each process opens its own."""
 
-    def __init__(self, repo: pygit2.Repository, keys: JournalKeys) -> None:
+    def __init__(self, repo: pygit2.Repository, keys: JournalKeys, *, durable: bool = True) -> None:
         self._repo = repo
         self._keys = keys
         self._signer = ev.Signer(keys.sign_seed)
         self._public = self._signer.public
         self._head_cache: tuple[str, Manifest] | None = None
+        self._trees: dict[bytes, gitobj.TreeEntries] = {}  # parsed upper trees, by id
+        #: fsync what each commit writes (objects, then the head). Off only for tests/benchmarks.
+        self.durable = durable
+        #: a commit with at least this many events is written as one packfile, else loose.
+        self.pack_min_events = PACK_MIN_EVENTS
+        #: after a commit, consolidate packs past this many and loose objects past MAX_LOOSE.
+        self.auto_maintain = True
+        self.max_packs = MAX_PACKS
+        self.max_loose = MAX_LOOSE
 
     def __repr__(self) -> str:
         return f"Journal({self.path!s})"
@@ -93,8 +116,13 @@ class Journal:
     # ---- opening ------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], keys: JournalKeys) -> Journal:
-        """Create an empty bare repository at ``path`` (which must not exist or be empty)."""
+    def create(
+        cls, path: str | os.PathLike[str], keys: JournalKeys, *, durable: bool = True
+    ) -> Journal:
+        """Create an empty bare repository at ``path`` (which must not exist or be empty).
+
+        ``durable=False`` skips every fsync (tests and benchmarks only).
+        """
         p = Path(path)
         if p.exists() and (not p.is_dir() or any(p.iterdir())):
             raise UsageError(f"cannot create a journal at {p}: it exists and is not empty")
@@ -104,11 +132,16 @@ class Journal:
         repo.config["gc.auto"] = "0"  # packing is explicit (Journal.gc), never mid-command
         # Hooks never run (libgit2 and memctl do not run them), but git's samples are noise.
         shutil.rmtree(p / "hooks", ignore_errors=True)
-        return cls(repo, keys)
+        return cls(repo, keys, durable=durable)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], keys: JournalKeys) -> Journal:
-        """Open an existing journal; AuthenticationError if its head was not signed by ``keys``."""
+    def open(
+        cls, path: str | os.PathLike[str], keys: JournalKeys, *, durable: bool = True
+    ) -> Journal:
+        """Open an existing journal; AuthenticationError if its head was not signed by ``keys``.
+
+        ``durable=False`` skips every fsync (tests and benchmarks only).
+        """
         p = Path(path)
         try:
             repo = pygit2.Repository(str(p), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
@@ -118,7 +151,7 @@ class Journal:
             raise CorruptVault(f"{p} is not a memctl journal")
         if repo.config[_CONFIG_KEY] != FORMAT:
             raise CorruptVault(f"{p}: unsupported journal format")
-        journal = cls(repo, keys)
+        journal = cls(repo, keys, durable=durable)
         journal._head_manifest()  # checks the head's signature
         return journal
 
@@ -209,11 +242,14 @@ class Journal:
         if old is not None:
             cached = self._head_cache
             parent = cached[1] if cached and cached[0] == str(old) else self.manifest(str(old))
-            seq, prev, root = parent.seq + 1, parent.signature.hex(), _obj(repo, old, "commit").tree
+            seq, prev = parent.seq + 1, parent.signature.hex()
+            root: bytes | None = _obj(repo, old, "commit").tree_id.raw
         else:
             seq, prev, root = 1, None, None
 
-        new: dict[str, pygit2.Oid] = {}
+        staged = Staged()
+        reader = TreeReader(repo, self._trees)
+        new: dict[str, bytes] = {}
         listed: list[dict[str, Any]] = []
         next_rseq: dict[str, int] = {}
         n_vault = 0
@@ -224,7 +260,7 @@ class Journal:
             else:
                 rid = e.record_id
                 if rid not in next_rseq:
-                    next_rseq[rid] = _last_rseq(root, rid) + 1
+                    next_rseq[rid] = reader.last_rseq(root, rid) + 1
                 path = record_event_path(rid, next_rseq[rid], seq, e.op)
                 next_rseq[rid] += 1
             key_class = KEY_DEK if e.dek is not None else KEY_VAULT
@@ -239,12 +275,12 @@ class Journal:
                 "payload": e.payload,
             }
             blob = ev.seal_event(key, key_class, path, body)
-            oid = repo.create_blob(blob)
+            oid = staged.add(gitobj.BLOB, blob)
             new[path] = oid
             listed.append(
                 {
                     "path": path,
-                    "blob": str(oid),
+                    "blob": oid.hex(),
                     "mac": ev.blob_mac(self._keys.mac_key, path, blob),
                     "op": e.op,
                     "record": e.record_id,
@@ -264,17 +300,66 @@ class Journal:
         }
         raw = ev.encode_manifest(manifest)
         sig = self._signer.sign(raw)
-        new[MANIFEST] = repo.create_blob(raw)
-        new[SIGNATURE] = repo.create_blob(sig)
-        tree = _write_tree(repo, root, _nest(new), replace={MANIFEST, SIGNATURE})
-        author = pygit2.Signature(*_AUTHOR, int(t.timestamp()), 0)
+        new[MANIFEST] = staged.add(gitobj.BLOB, raw)
+        new[SIGNATURE] = staged.add(gitobj.BLOB, sig)
+        replace = {MANIFEST.encode(), SIGNATURE.encode()}
+        tree = build_tree(reader, staged, root, nest(new), replace=replace)
         n_records = len({e.record_id for e in events if e.record_id is not None})
         message = commit_message(op, seq, time, len(events), n_records)
-        parents = [old] if old is not None else []
-        oid = repo.create_commit(None, author, author, message, tree, parents)
-        _advance(repo, ref, oid)
-        self._head_cache = (str(oid), Manifest(manifest, raw, sig))
-        return str(oid)
+        parents = [old.raw] if old is not None else []
+        commit = gitobj.encode_commit(
+            tree, parents, _IDENT, int(t.timestamp()), message.encode("utf-8")
+        )
+        oid = staged.add(gitobj.COMMIT, commit)
+        packed = len(events) >= self.pack_min_events
+        self._write_objects(staged, packed)
+        try:
+            store.update_ref(
+                self.path, REF, str(old) if old else None, oid.hex(), durable=self.durable
+            )
+        except store.RefMismatch as exc:
+            raise _moved() from exc
+        except OSError as exc:
+            raise NoSpace("journal: could not write the head reference") from exc
+        head = oid.hex()
+        self._head_cache = (head, Manifest(manifest, raw, sig))
+        if self.auto_maintain:
+            self._maybe_maintain(packed)
+        return head
+
+    def _write_objects(self, staged: Staged, packed: bool) -> None:
+        """Write the commit's objects durably; a pack is checked readable before it is used."""
+        try:
+            if packed:
+                store.write_pack(self.path, staged.items(), durable=self.durable)
+            else:
+                store.write_loose(self.path, staged.items(), durable=self.durable)
+        except OSError as exc:
+            raise NoSpace("journal: could not write the commit's objects") from exc
+        if packed:
+            # libgit2 rescans objects/pack when an object is missing: this makes this
+            # process see the new pack before the head may name anything in it.
+            last = next(reversed(staged.objects))
+            if not self._repo.odb.exists(pygit2.Oid(raw=last)):
+                raise CorruptVault("journal: a freshly written pack is not readable")
+
+    def _maybe_maintain(self, packed: bool) -> None:
+        """Cheap checks after a commit; consolidation when a threshold is crossed.
+
+        Never raises: the commit is already durable and the head moved, so a failed
+        housekeeping step must not look like a failed commit. The next commit retries.
+        """
+        from . import maintain
+
+        try:
+            if packed:
+                due = maintain.count_packs(self.path) > self.max_packs
+            else:
+                due = maintain.estimate_loose(self.path) > self.max_loose
+            if due:
+                self.maintain()
+        except (OSError, MemctlError, pygit2.GitError, ValueError, zlib.error) as exc:
+            _log.warning("journal maintenance skipped: %s", type(exc).__name__)
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -386,6 +471,28 @@ class Journal:
 
     # ---- maintenance --------------------------------------------------------------------
 
+    def maintain(self, *, force: bool = False) -> MaintainReport:
+        """Pack loose objects and roll packs up (see ``maintain.py``); safe while others work.
+
+        Commits call this on their own when there are more than ``max_packs`` packs or about
+        ``max_loose`` loose objects; ``force=True`` packs everything into one pack now.
+        """
+        from . import maintain
+
+        report = maintain.maintain(
+            self.path,
+            max_packs=self.max_packs,
+            max_loose=self.max_loose,
+            force=force,
+            durable=self.durable,
+        )
+        if report.removed or report.loose_packed:
+            # Drop libgit2's handles on deleted packs (it would fall back to the new one anyway).
+            self._repo = pygit2.Repository(
+                str(self.path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH
+            )
+        return report
+
     def gc(self) -> None:
         """Pack loose objects with the git binary (``git gc --quiet``); safe while idle."""
         git = shutil.which("git")
@@ -477,63 +584,6 @@ def _last_rseq(root: pygit2.Tree | None, record_id: str) -> int:
         if fields is not None:
             best = max(best, fields[0])
     return best
-
-
-def _nest(flat: dict[str, pygit2.Oid]) -> dict[str, Any]:
-    """``{"a/b/c": oid}`` -> ``{"a": {"b": {"c": oid}}}``."""
-    root: dict[str, Any] = {}
-    for path, oid in flat.items():
-        *dirs, name = path.split("/")
-        node = root
-        for d in dirs:
-            node = node.setdefault(d, {})
-        node[name] = oid
-    return root
-
-
-def _write_tree(
-    repo: pygit2.Repository,
-    tree: pygit2.Tree | None,
-    spec: dict[str, Any],
-    replace: frozenset[str] | set[str] = frozenset(),
-) -> pygit2.Oid:
-    """Write ``tree`` plus the new entries in ``spec``, touching only the subtrees on their paths.
-
-    Cost: one TreeBuilder per touched directory, each seeded from the existing tree object (no
-    walk below it). Event blobs are append-only: an existing name there is an error.
-    """
-    tb = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
-    for name, item in spec.items():
-        existing = tree[name] if tree is not None and name in tree else None
-        if isinstance(item, dict):
-            if existing is not None and not isinstance(existing, pygit2.Tree):
-                raise CorruptVault("journal: a directory path is taken by a file")
-            tb.insert(name, _write_tree(repo, existing, item), _TREE)
-        else:
-            if existing is not None and name not in replace:
-                raise CorruptVault("journal: an event path already exists")
-            tb.insert(name, item, _BLOB)
-    return tb.write()
-
-
-def _advance(repo: pygit2.Repository, ref: pygit2.Reference | None, new: pygit2.Oid) -> None:
-    """Compare-and-swap the branch from the value ``ref`` was loaded with to ``new``."""
-    try:
-        if ref is None:
-            repo.references.create(REF, new, force=False)
-        else:
-            ref.set_target(new, "memctl journal commit")
-    except pygit2.AlreadyExistsError as exc:
-        raise _moved() from exc
-    except (pygit2.GitError, OSError) as exc:
-        # libgit2 reports a lost compare-and-swap as "old reference value does not match" and a
-        # concurrent update holding refs/heads/main.lock as ELOCKED (an OSError in pygit2).
-        text = str(exc).lower()
-        if "does not match" in text or "lock" in text or "exists" in text:
-            raise _moved() from exc
-        if isinstance(exc, OSError):
-            raise NoSpace("journal: could not write the head reference") from exc
-        raise CorruptVault("journal: could not update the head reference") from exc
 
 
 def _moved() -> JournalHeadMoved:

@@ -355,8 +355,9 @@ class Vault:
         done = 0
         while True:
             rows = self.conn.execute(
-                "SELECT r.rowid, r.title, r.body, r.context, r.namespace, r.source FROM records r "
-                "WHERE r.rowid NOT IN (SELECT record_rowid FROM vec_slots) ORDER BY r.rowid LIMIT ?",
+                "SELECT r.rowid, r.title, r.body, r.context, r.namespace, r.source "
+                "FROM records r WHERE r.rowid NOT IN (SELECT record_rowid FROM vec_slots) "
+                "ORDER BY r.rowid LIMIT ?",
                 (batch_size,),
             ).fetchall()
             if not rows:
