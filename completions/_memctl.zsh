@@ -13,7 +13,7 @@ _memctl() {
     done
     local words=""
     case "$path" in
-        "") words="agent audit backup cron erase export get inbox ingest init key list lock mcp model passwd plugins recall restore status unlock --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
+        "") words="agent audit backup bench cron erase export get inbox ingest init key list lock mcp model passwd plugins recall restore status unlock --help --key-file --passphrase-command --passphrase-file --quiet --vault --version -q" ;;
         "agent") words="--help --idle --key-file --passphrase-command --passphrase-file --ttl --vault --verbose -v" ;;
         "audit") words="log repair show verify --help" ;;
         "audit log") words="--actor --help --json --key-file --limit --op --passphrase-command --passphrase-file --since --vault" ;;
@@ -21,6 +21,9 @@ _memctl() {
         "audit show") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "audit verify") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "backup") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
+        "bench") words="core quality --help" ;;
+        "bench core") words="--embed-limit --help --json --model --queries --records --workdir" ;;
+        "bench quality") words="--dataset --help --json --model --samples" ;;
         "cron") words="example --help" ;;
         "cron example") words="--every --help --job --key-file --vault" ;;
         "erase") words="--before --dry-run --help --json --key-file --namespace --passphrase-command --passphrase-file --query --source --tag --vault --wait --yes -n -y" ;;
@@ -54,8 +57,9 @@ _memctl() {
 }
 _memctl_groups() {
     case "$1" in
-        "") echo "agent audit backup cron erase export get inbox ingest init key list lock mcp model passwd plugins recall restore status unlock" ;;
+        "") echo "agent audit backup bench cron erase export get inbox ingest init key list lock mcp model passwd plugins recall restore status unlock" ;;
         "audit") echo "log repair show verify" ;;
+        "bench") echo "core quality" ;;
         "cron") echo "example" ;;
         "inbox") echo "add import list" ;;
         "key") echo "add list remove" ;;

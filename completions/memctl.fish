@@ -3,6 +3,7 @@ complete -c memctl -f
 complete -c memctl -n '__fish_use_subcommand' -a agent
 complete -c memctl -n '__fish_use_subcommand' -a audit
 complete -c memctl -n '__fish_use_subcommand' -a backup
+complete -c memctl -n '__fish_use_subcommand' -a bench
 complete -c memctl -n '__fish_use_subcommand' -a cron
 complete -c memctl -n '__fish_use_subcommand' -a erase
 complete -c memctl -n '__fish_use_subcommand' -a export
@@ -25,6 +26,8 @@ complete -c memctl -n '__fish_seen_subcommand_from audit' -a log
 complete -c memctl -n '__fish_seen_subcommand_from audit' -a repair
 complete -c memctl -n '__fish_seen_subcommand_from audit' -a show
 complete -c memctl -n '__fish_seen_subcommand_from audit' -a verify
+complete -c memctl -n '__fish_seen_subcommand_from bench' -a core
+complete -c memctl -n '__fish_seen_subcommand_from bench' -a quality
 complete -c memctl -n '__fish_seen_subcommand_from cron' -a example
 complete -c memctl -n '__fish_seen_subcommand_from inbox' -a add
 complete -c memctl -n '__fish_seen_subcommand_from inbox' -a import
@@ -86,6 +89,19 @@ complete -c memctl -n '__fish_seen_subcommand_from backup' -l key-file
 complete -c memctl -n '__fish_seen_subcommand_from backup' -l passphrase-command
 complete -c memctl -n '__fish_seen_subcommand_from backup' -l passphrase-file
 complete -c memctl -n '__fish_seen_subcommand_from backup' -l vault
+complete -c memctl -n '__fish_seen_subcommand_from bench' -l help
+complete -c memctl -n '__fish_seen_subcommand_from core' -l embed-limit
+complete -c memctl -n '__fish_seen_subcommand_from core' -l help
+complete -c memctl -n '__fish_seen_subcommand_from core' -l json
+complete -c memctl -n '__fish_seen_subcommand_from core' -l model
+complete -c memctl -n '__fish_seen_subcommand_from core' -l queries
+complete -c memctl -n '__fish_seen_subcommand_from core' -l records
+complete -c memctl -n '__fish_seen_subcommand_from core' -l workdir
+complete -c memctl -n '__fish_seen_subcommand_from quality' -l dataset
+complete -c memctl -n '__fish_seen_subcommand_from quality' -l help
+complete -c memctl -n '__fish_seen_subcommand_from quality' -l json
+complete -c memctl -n '__fish_seen_subcommand_from quality' -l model
+complete -c memctl -n '__fish_seen_subcommand_from quality' -l samples
 complete -c memctl -n '__fish_seen_subcommand_from cron' -l help
 complete -c memctl -n '__fish_seen_subcommand_from example' -l every
 complete -c memctl -n '__fish_seen_subcommand_from example' -l help

@@ -14,6 +14,7 @@ from memctl import __version__
 from memctl.cli import (
     agent_cmd,
     audit_cmd,
+    bench_cmd,
     common,
     cron_cmd,
     erase_cmd,
@@ -94,6 +95,7 @@ app.command("export")(erase_cmd.export)
 app.command("mcp")(mcp_cmd.mcp)
 app.add_typer(audit_cmd.audit_app, name="audit")
 app.add_typer(model_cmd.model_app, name="model")
+app.add_typer(bench_cmd.bench_app, name="bench")
 app.command("backup")(audit_cmd.backup)
 app.command("restore")(audit_cmd.restore)
 app.add_typer(inbox_cmd.inbox_app, name="inbox")

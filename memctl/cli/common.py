@@ -187,9 +187,8 @@ def load_model_with_spinner(vault: Any, mode: str | None) -> None:
 
     Through the agent the model is already warm, so nothing is shown.
     """
-    from memctl.vault.core import Vault
-
-    if not isinstance(vault, Vault) or mode == "keyword" or not vault.header.model:
+    # a VaultProxy (the agent) has a warm model already; only a local Vault loads one here
+    if type(vault).__name__ != "Vault" or mode == "keyword" or not vault.header.model:
         return
     if vault._embedder is not None:
         return

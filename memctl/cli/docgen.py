@@ -30,7 +30,7 @@ def _walk(cmd: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], A
 def _help_text(cmd: Any, path: tuple[str, ...]) -> str:
     import os
 
-    from typer._click import Context  # typer vendors click
+    from click import Context
 
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "100"

@@ -1,0 +1,284 @@
+"""`memctl bench core`: build a synthetic vault and measure the figures of docs/benchmarks.md.
+
+Every figure is measured in this run; nothing is estimated. Latency percentiles are over at
+least 200 queries. What "with embeddings" means at each size is stated in the output
+(``vectors``): the real model embeds every record up to ``--embed-limit`` records; above it the
+store is filled with random unit vectors of the model's dimension (embedding a million records
+with MiniLM on 2 cores takes hours), while the *query* is still embedded by the real model, so
+vector and hybrid latencies are real end-to-end timings over a store of that size.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from memctl.bench.synth import Corpus
+
+PASSPHRASE = "bench passphrase — not a secret"  # noqa: S105 - a throwaway bench vault
+
+
+def _pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def _timed(fn: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _memctl() -> list[str]:
+    exe = Path(sys.executable).with_name("memctl")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "memctl.cli"]
+
+
+def _wall(args: list[str], env: dict[str, str], runs: int = 10) -> float:
+    """Median wall time (ms) of a whole process, start to exit."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(
+            args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def run(
+    records: int = 10_000,
+    *,
+    model: str = "default",
+    embed_limit: int = 20_000,
+    queries: int = 200,
+    workdir: str | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    import numpy as np
+
+    import memctl
+    from memctl.vault.semantic import pin_for
+
+    tmp = Path(tempfile.mkdtemp(prefix="memctl-bench-", dir=workdir))
+    out: dict[str, Any] = {"records": records}
+    try:
+        corpus = Corpus(seed=42)
+        items = list(corpus.records(records))
+        qs = corpus.queries(max(queries, 200))
+        pwfile = tmp / "passphrase"
+        pwfile.write_text(PASSPHRASE + "\n")
+        vault_path = tmp / "vault"
+
+        # 1. ingest without embeddings (the vault has no model yet)
+        progress(f"ingest {records} records (keyword only)")
+        memctl.init_vault(vault_path, passphrase=PASSPHRASE, model=None)
+        v = memctl.open_vault(vault_path, passphrase=PASSPHRASE)
+        t = time.perf_counter()
+        v.ingest_many(items)
+        out["ingest_records_per_s"] = records / (time.perf_counter() - t)
+
+        # 2. keyword recall
+        progress("keyword recall")
+        lat = _timed(iter_calls(lambda q: v.recall(q, mode="keyword", limit=10), qs), len(qs))
+        out["recall_keyword_p50_ms"] = _pct(lat, 50)
+        out["recall_keyword_p99_ms"] = _pct(lat, 99)
+
+        # 3. ingest with embeddings vs raw model.encode, on the same texts
+        progress("load the embedding model")
+        pin = pin_for(model)
+        sample = [it["text"] for it in items[: min(2000, records)]]
+        side = tmp / "embed-vault"
+        memctl.init_vault(
+            side, passphrase=PASSPHRASE, model=model, kdf_memory_mib=8, kdf_iterations=1
+        )
+        with memctl.open_vault(side, passphrase=PASSPHRASE) as sv:
+            emb = sv.embedder
+            emb.encode(sample[:64])  # warm up
+            progress(f"raw encode of {len(sample)} texts")
+            t = time.perf_counter()
+            emb.encode(sample)
+            raw = len(sample) / (time.perf_counter() - t)
+            progress(f"ingest {len(sample)} texts with embeddings")
+            t = time.perf_counter()
+            sv.ingest_many([{"text": s} for s in sample])
+            ing = len(sample) / (time.perf_counter() - t)
+        out["encode_texts_per_s"] = raw
+        out["ingest_embed_records_per_s"] = ing
+        out["ingest_embed_ratio"] = ing / raw
+
+        # 4. vectors for the big vault: real up to embed_limit, else synthetic unit vectors
+        real = records <= embed_limit
+        out["vectors"] = (
+            "real model" if real else "synthetic unit vectors (query embedded by the real model)"
+        )
+        progress(f"vectors for {records} records ({out['vectors']})")
+        v.close()
+        if real:
+            with memctl.open_vault(vault_path, passphrase=PASSPHRASE) as v2:
+                v2.set_model(model)
+        else:
+            _attach_synthetic(vault_path, pin)
+        v = memctl.open_vault(vault_path, passphrase=PASSPHRASE)
+        t = time.perf_counter()
+        v.vectors.load()
+        out["vector_load_s"] = time.perf_counter() - t
+        emb = v.embedder
+        qvecs = emb.encode(qs)
+        lat = []
+        exact_hits = 0
+        for qv in qvecs:
+            t = time.perf_counter()
+            got = v.vectors.search(qv, 10)
+            lat.append((time.perf_counter() - t) * 1000)
+            exact = v.vectors.exact_search(qv, 10)
+            exact_hits += len({r for r, _ in got} & {r for r, _ in exact})
+        out["recall_vector_p50_ms"] = _pct(lat, 50)
+        out["vector_recall_at_10"] = exact_hits / (10 * len(qvecs))
+        progress("hybrid recall")
+        lat = _timed(iter_calls(lambda q: v.recall(q, mode="hybrid", limit=10), qs), len(qs))
+        out["recall_hybrid_p50_ms"] = _pct(lat, 50)
+        out["recall_hybrid_p99_ms"] = _pct(lat, 99)
+
+        # 5. erase one record (the full procedure: transaction, optimize, checkpoint, VACUUM)
+        progress("erase one record")
+        victim = v.list(limit=1)[0]["id"]
+        t = time.perf_counter()
+        receipt = v.erase([victim])
+        out["erase_one_s"] = time.perf_counter() - t
+        out["erase_physical"] = receipt["physical"]
+        v.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        out["disk_bytes_per_record"] = _du(vault_path) / records
+        v.close()
+
+        # 6. the allocator on its own, and the journal's commit cost at two sizes
+        progress("vector store allocator")
+        from memctl.store.vectors_bench import bench_core
+
+        alloc = bench_core(min(records, 100_000), dim=int(pin["dim"]), workdir=str(tmp))
+        out["alloc_slots_per_s"] = alloc["alloc_slots_per_s"]
+        out["occupancy_after_churn"] = alloc["occupancy_after_churn"]
+        progress("journal commit latency")
+        from memctl.journal import bench_commit
+
+        jc = bench_commit(1000, min(max(records, 10_000), 100_000), tmpdir=str(tmp))
+        out.update(jc)
+
+        # 7. whole processes: help, cold keyword recall, recall through the agent, MCP
+        progress("CLI wall times")
+        key = tmp / "bench.key"
+        with memctl.open_vault(vault_path, passphrase=PASSPHRASE) as v3:
+            v3.add_key_file(key)
+        env = {k: val for k, val in os.environ.items() if not k.startswith("MEMCTL_")}
+        env["MEMCTL_VAULT"] = str(vault_path)
+        env["MEMCTL_NO_AGENT"] = "1"
+        out["cli_help_wall_ms"] = _wall([*_memctl(), "--help"], env)
+        env_key = {**env, "MEMCTL_KEY_FILE": str(key)}
+        q = qs[0]
+        out["cli_recall_cold_wall_ms"] = _wall(
+            [*_memctl(), "recall", q, "--mode", "keyword"], env_key
+        )
+        agent_env = {k: val for k, val in env_key.items() if k != "MEMCTL_NO_AGENT"}
+        subprocess.run(
+            [*_memctl(), "unlock", "--ttl", "30m"],
+            env=agent_env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # the first hybrid call warms the model in the agent
+            subprocess.run(
+                [*_memctl(), "recall", q],
+                env=agent_env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            out["cli_recall_agent_wall_ms"] = _wall([*_memctl(), "recall", q], agent_env)
+            out["peak_rss_mb"] = _agent_peak_rss_mb(vault_path)
+        finally:
+            subprocess.run(
+                [*_memctl(), "lock"],
+                env=agent_env,
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        progress("MCP recall round trips")
+        from memctl.mcp.bench import bench_mcp_recall
+
+        mcp = bench_mcp_recall(
+            vault_path,
+            {"MEMCTL_KEY_FILE": str(key), "MEMCTL_NO_AGENT": "1"},
+            qs,
+            rounds=max(200, queries),
+        )
+        out["mcp_recall_p50_ms"] = mcp["mcp_recall_p50_ms"]
+        out["bench_process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["numpy"] = np.__version__
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def iter_calls(fn: Callable[[str], Any], qs: list[str]) -> Callable[[], Any]:
+    it = iter(qs)
+    return lambda: fn(next(it))
+
+
+def _attach_synthetic(vault_path: Path, pin: dict[str, Any]) -> None:
+    """Pin the model and fill the store with random unit vectors (large sizes only)."""
+    import numpy as np
+
+    import memctl
+    from memctl.vault import header as hdr
+
+    with memctl.open_vault(vault_path, passphrase=PASSPHRASE) as v:
+        header = hdr.read_header(v.path)
+        header.model = pin
+        header.seal_public(v.keys)
+        hdr.write_header(v.path, header)
+        v.header = header
+        rowids = [r for (r,) in v.conn.execute("SELECT rowid FROM records ORDER BY rowid")]
+        rng = np.random.default_rng(0)
+        store = v.vectors
+        with v.transaction():
+            store.set_model({k: pin[k] for k in ("name", "dim", "weights_sha256")})
+        for start in range(0, len(rowids), 10_000):
+            chunk = rowids[start : start + 10_000]
+            m = rng.standard_normal((len(chunk), int(pin["dim"]))).astype(np.float32)
+            m /= np.linalg.norm(m, axis=1, keepdims=True)
+            with v.transaction():
+                store.put_many(chunk, m)
+
+
+def _agent_peak_rss_mb(vault_path: Path) -> float:
+    """VmHWM (peak resident memory) of the running agent: its pid is in its lock file."""
+    from memctl.agent.paths import agent_paths
+
+    lock = agent_paths(vault_path.resolve()).lock
+    try:
+        pid = int(lock.read_text().split()[0])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("nan")
