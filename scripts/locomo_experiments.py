@@ -384,6 +384,7 @@ def main() -> None:
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/memctl-locomo-cache"))
     ap.add_argument("--quick", action="store_true", help="only the baselines and the winner")
+    ap.add_argument("--only", default="", help="comma-separated variant ids (e.g. B10,H11,H13)")
     args = ap.parse_args()
     c = load(args.dataset)
     b = Bench(c, args.cache)
@@ -511,10 +512,25 @@ def main() -> None:
         ),
         ("H11 as H9, one vector (V1: turn + ctx ±1)", lambda: run_fused(b, kw_win, "ownctx1")),
         ("H12 as H9, one vector (V2: turn + ctx ±2)", lambda: run_fused(b, kw_win, "ownctx2")),
+        (
+            "H13 as H11, a=0.75",
+            lambda: run_fused(b, kw_win, "ownctx1", keyword_weight=0.75),
+        ),
+        (
+            "H14 as H11, a=0.8",
+            lambda: run_fused(b, kw_win, "ownctx1", keyword_weight=0.8),
+        ),
+        (
+            "H15 as H11, a=0.75, group boost 0.5",
+            lambda: run_fused(b, kw_win, "ownctx1", keyword_weight=0.75, group_weight=0.5),
+        ),
     ]
     quick = {"A1", "A2", "A3", "B1", "B10", "V4", "H9"}
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
     for name, fn in variants:
         if args.quick and name.split()[0] not in quick:
+            continue
+        if only and name.split()[0] not in only:
             continue
         row(name, fn())
 
