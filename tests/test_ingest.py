@@ -277,9 +277,12 @@ def test_binary_and_unrecognised_files_are_skipped_with_a_reason(
 
 def test_items_the_vault_refuses_fail_and_are_read_again(vault: Any, tmp_path: Path) -> None:
     note = write(tmp_path / "a.md", "# A\n\none\n")
-    report = run_ingest(vault, [str(note)], config=IngestConfig(kind="Not A Kind"))
-    assert report.failed == 1 and "kind" in report.errors[0] and records(vault) == []
-    assert run_ingest(vault, [str(note)]).added == 1  # no cursor was saved for it
+    two = write(tmp_path / "two.jsonl", '{"text": "first"}\n{"text": "second"}\n')
+    report = run_ingest(vault, [str(note), str(two)], config=IngestConfig(kind="Not A Kind"))
+    assert report.failed == 3 and records(vault) == []
+    assert report.errors[0].startswith(f"{note}: kind must be")
+    assert report.errors[2].startswith(f"{two}: item 2: kind must be")
+    assert run_ingest(vault, [str(note), str(two)]).added == 3  # no cursor was saved for them
 
 
 def test_missing_path_and_unknown_options_are_usage_errors(vault: Any, tmp_path: Path) -> None:
@@ -378,3 +381,119 @@ def test_bench_functions_run_small(tmp_path: Path) -> None:
     assert noop["ingest_noop_10k_files_s"] >= 0 and noop["files"] == 10
     mbox = bench_mbox(mb=0.05, workdir=tmp_path / "b2")
     assert mbox["ingest_mbox_100mb_s"] > 0 and mbox["messages"] > 10 and mbox["failed"] == 0
+
+
+def test_prune_after_a_rename_keeps_the_content(vault: Any, tmp_path: Path) -> None:
+    root = tmp_path / "notes"
+    old = write(root / "old-name.md", "# Trip\n\nBook the night train to Vienna.\n")
+    run_ingest(vault, [str(root)])
+    old.rename(root / "new-name.md")  # read first (de-duplicated), then the old one is pruned
+    report = run_ingest(vault, [str(root)], config=IngestConfig(prune=True))
+    assert report.pruned == 1
+    (rec,) = records(vault)
+    assert rec["locator"] == "new-name.md#trip" and "Vienna" in rec["text"]
+    assert run_ingest(vault, [str(root)], config=IngestConfig(prune=True)).counts()[:2] == (0, 0)
+
+
+def test_prune_after_a_section_moves_to_another_file(vault: Any, tmp_path: Path) -> None:
+    root = tmp_path / "notes"
+    a = write(root / "a.md", "# A\n\n## Keep\n\nstays in a\n\n## Move\n\nwanders off to b\n")
+    b = write(root / "b.md", "# B\n\nonly b\n")
+    run_ingest(vault, [str(root)])
+    a.write_text("# A\n\n## Keep\n\nstays in a\n")
+    b.write_text("# B\n\nonly b\n\n## Move\n\nwanders off to b\n")
+    for f in (a, b):
+        os.utime(f, ns=(1, 10**18))
+    run_ingest(vault, [str(root)], config=IngestConfig(prune=True))
+    got = by_locator(vault)
+    assert got["b.md#b/move"]["text"] == "wanders off to b" and "a.md#a/move" not in got
+
+
+# -- memctl plugins and plugin commands --------------------------------------------------------
+BROKEN = "import nonexistent_dependency_for_memctl_tests\n"
+COMMANDS = """
+import typer
+from memctl.ingest.hookspecs import hookimpl
+
+hello = typer.Typer()
+
+@hello.command("say")
+def say() -> None:
+    typer.echo("hello from a plugin")
+
+@hookimpl
+def memctl_commands(app):
+    app.add_typer(hello, name="hello")
+"""
+
+
+@pytest.fixture
+def plugin_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import importlib.metadata as md
+    import sys
+
+    from memctl.ingest import plugins
+
+    src = tmp_path / "plugin_src"
+    src.mkdir()
+    (src / "memctl_test_broken.py").write_text(BROKEN)
+    (src / "memctl_test_cmds.py").write_text(COMMANDS)
+    monkeypatch.syspath_prepend(str(src))
+    for name in ("memctl_test_broken", "memctl_test_cmds"):
+        sys.modules.pop(name, None)
+    host = PluginHost(
+        entry_points=[
+            md.EntryPoint("broken", "memctl_test_broken", "memctl"),
+            md.EntryPoint("cmds", "memctl_test_cmds", "memctl"),
+        ]
+    )
+    plugins.reset_host(host)
+    yield host
+    plugins.reset_host(None)
+
+
+def test_cli_plugins_lists_json_and_warns_on_stderr(plugin_host: Any) -> None:
+    r = cli("plugins", "--json")
+    assert r.exit_code == 0
+    rows = json.loads(r.stdout)
+    by_name = {row["name"]: row for row in rows}
+    assert {"markdown", "records", "mail", "chat", "shell", "bookmarks", "cmds"} <= set(by_name)
+    md_row = by_name["markdown"]
+    assert md_row["hooks"] == ["memctl_sources"] and md_row["version"] and md_row["builtin"]
+    assert md_row["sources"] == ["markdown", "text"]
+    assert by_name["cmds"]["hooks"] == ["memctl_commands"] and not by_name["cmds"]["builtin"]
+    assert "broken" not in by_name
+    assert "plugin 'broken'" in r.stderr and "ModuleNotFoundError" in r.stderr
+    plain = cli("plugins").stdout.splitlines()
+    assert plain[0].split("\t")[:3] == ["markdown", md_row["version"], "builtin"]
+
+
+def test_plugin_commands_load_only_when_they_can_matter(
+    plugin_host: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    from memctl.cli import plugins_cmd
+
+    assert plugins_cmd.command_name(["--vault", "v", "-q", "recall", "x"]) == "recall"
+    assert plugins_cmd.command_name(["--vault=v", "hello", "say"]) == "hello"
+    assert plugins_cmd.command_name(["--help"]) is None
+
+    def fresh() -> typer.Typer:
+        app = typer.Typer()
+        app.command("recall")(lambda: None)
+        return app
+
+    app = fresh()
+    plugins_cmd.register_plugin_commands(app, ["hello", "say"])
+    assert [g.name for g in app.registered_groups] == ["hello"]
+    result = runner.invoke(app, ["hello", "say"])
+    assert result.exit_code == 0 and "hello from a plugin" in result.stdout
+
+    loaded: list[bool] = []
+    monkeypatch.setattr("memctl.ingest.plugins.get_host", lambda: loaded.append(True))
+    app = fresh()
+    plugins_cmd.register_plugin_commands(app, ["recall", "x"])
+    assert loaded == [] and app.registered_groups == []
+    plugins_cmd.register_plugin_commands(app, ["--help"])
+    assert loaded == [True]  # `memctl --help` lists plugin commands too

@@ -84,6 +84,14 @@ def hist(journal: Journal) -> History:
     return History(journal)
 
 
+@pytest.fixture
+def packed(tmp_path: Path, keys: JournalKeys) -> History:
+    """The same history with every commit written as one packfile."""
+    j = Journal.create(tmp_path / "packed", keys)
+    j.pack_min_events = 1
+    return History(j)
+
+
 # ---- attacker tooling: rewrite history with plain pygit2, keeping git's hashes consistent ------
 
 
@@ -326,14 +334,34 @@ def _assert_no_plaintext(repo_path: Path, objects: list[bytes]) -> None:
             assert needle not in data
 
 
+def _objects_by_hand(path: Path) -> list[bytes]:
+    """Every object in the journal, inflated without libgit2 or memctl's own pack code."""
+    out = [zlib.decompress(p.read_bytes()) for p in (path / "objects").glob("[0-9a-f][0-9a-f]/*")]
+    for pack_path in (path / "objects" / "pack").glob("*.pack"):
+        pack = pack_path.read_bytes()
+        assert pack[:8] == b"PACK\0\0\0\2" and hashlib.sha1(pack[:-20]).digest() == pack[-20:]
+        pos = 12
+        for _ in range(int.from_bytes(pack[8:12], "big")):
+            kind, c = (pack[pos] >> 4) & 7, pack[pos]
+            pos += 1
+            while c & 0x80:  # the rest of the size varint
+                c, pos = pack[pos], pos + 1
+            assert kind in (1, 2, 3)  # memctl writes whole objects, never deltas
+            d = zlib.decompressobj()
+            out.append(d.decompress(pack[pos:]))
+            pos = len(pack) - len(d.unused_data)
+        assert pos == len(pack) - 20
+    return out
+
+
 def test_no_plaintext_in_any_object_loose_and_packed(hist: History) -> None:
     repo, path = hist.j.repo, hist.j.path
     # Every object through libgit2, decompressed.
     via_odb = [repo.odb.read(oid)[1] for oid in repo.odb]
-    # Every loose object file, decompressed by hand (independent of libgit2).
-    loose = [zlib.decompress(p.read_bytes()) for p in (path / "objects").glob("[0-9a-f][0-9a-f]/*")]
-    assert len(loose) == len(via_odb) > 20
-    _assert_no_plaintext(path, via_odb + loose)
+    # Every object file and pack entry, inflated by hand (independent of libgit2).
+    by_hand = _objects_by_hand(path)
+    assert len(by_hand) == len(via_odb) > 20
+    _assert_no_plaintext(path, via_odb + by_hand)
     # The messages and paths carry only ids, op names, counts and times.
     for c in hist.j.repo.walk(repo.lookup_reference(REF).target):
         assert c.message.splitlines()[0].split(":")[0] in {"ingest", "update", "policy"}
@@ -586,6 +614,8 @@ _WRITER = textwrap.dedent(
     seed = sys.stdin.buffer.read(96)
     keys = JournalKeys(seed[:32], seed[32:64], seed[64:])
     j = Journal.open(sys.argv[1], keys)
+    j.max_packs, j.max_loose = 3, 0  # housekeeping runs often, racing the other writer
+    j.pack_min_events = int(sys.argv[4])  # 1: packs; 1000: loose objects
     done = retries = 0
     while done < int(sys.argv[2]):
         try:
@@ -600,16 +630,20 @@ _WRITER = textwrap.dedent(
 
 
 def test_two_processes_never_lose_a_commit(tmp_path: Path, keys: JournalKeys) -> None:
-    """No vault lock here on purpose: the ref CAS alone must keep the chain intact."""
+    """No vault lock here on purpose: the ref CAS alone must keep the chain intact.
+
+    One writer packs, the other writes loose objects, and both consolidate after almost every
+    commit: packs and loose files are deleted under the other writer's feet.
+    """
     Journal.create(tmp_path / "j", keys)
     secret = keys.sign_seed + keys.mac_key + keys.vault_key  # via stdin, never argv/env
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(tmp_path / "j"), "15", name],
+            [sys.executable, "-c", _WRITER, str(tmp_path / "j"), "15", name, mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        for name in ("a", "b")
+        for name, mode in (("a", "1"), ("b", "1000"))
     ]
     for p in procs:
         p.stdin.write(secret)
@@ -622,7 +656,10 @@ def test_two_processes_never_lose_a_commit(tmp_path: Path, keys: JournalKeys) ->
     assert j.seq() == 30 and report.commits_checked == 30
 
 
-def test_missing_objects_are_problems_not_crashes(hist: History, keys: JournalKeys) -> None:
+def test_missing_objects_are_problems_not_crashes(tmp_path: Path, keys: JournalKeys) -> None:
+    j = Journal.create(tmp_path / "loose", keys)
+    j.pack_min_events = 1000  # loose objects, so that one can be removed alone
+    hist = History(j)
     repo, path = hist.j.repo, hist.j.path
     victim = _event_paths(repo, hist.commits[1])[0]
     oid = str(repo[hist.commits[1]].tree[victim].id)
@@ -705,3 +742,308 @@ def test_an_independent_reader_following_the_docs(hist: History, keys: JournalKe
     body = json.loads(AESGCM(hist.deks[rid]).decrypt(blob[2:14], blob[14:], aad))
     assert body["payload"] == {"text": f"{MARK} v2"} and body["jseq"] == 2
     assert body["actor"] == f"mcp:{MARK}-client" and body["record"] == rid
+
+
+# ---- objects written in memory: packs, loose files, git's formats ----------------------------
+
+
+def _packs(path: Path) -> list[Path]:
+    return sorted((path / "objects" / "pack").glob("pack-*.pack"))
+
+
+def _loose(path: Path) -> list[Path]:
+    return list((path / "objects").glob("[0-9a-f][0-9a-f]/*"))
+
+
+def _git(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GIT, "--git-dir", str(path), *args], capture_output=True, text=True, check=False
+    )
+
+
+_NAMES = st.text(alphabet="ab.-_/0Z", min_size=1, max_size=4).filter(
+    lambda n: "/" not in n and n not in (".", "..")
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entries=st.dictionaries(_NAMES, st.booleans(), min_size=1, max_size=12))
+def test_trees_and_commits_are_byte_identical_to_libgit2(tmp_path: Path, entries: dict) -> None:
+    """Names like ``a``, ``a.b``, ``a-`` sort differently as directories: git's rule holds."""
+    from memctl.journal import gitobj
+
+    repo = pygit2.init_repository(str(tmp_path / "ref"), bare=True)
+    blob = repo.create_blob(b"x")
+    empty_tree = repo.TreeBuilder().write()
+    tb = repo.TreeBuilder()
+    ours: dict = {}
+    for name, is_dir in entries.items():
+        oid, mode = (empty_tree, pygit2.GIT_FILEMODE_TREE) if is_dir else (blob, 0o100644)
+        tb.insert(name, oid, mode)
+        ours[name.encode()] = (gitobj.MODE_TREE if is_dir else gitobj.MODE_BLOB, oid.raw)
+    data = gitobj.encode_tree(ours)
+    assert gitobj.object_id(gitobj.TREE, data) == tb.write().raw
+    assert gitobj.parse_tree(data) == ours
+
+    who = pygit2.Signature("memctl", "memctl@invalid", 1_740_830_400, 0)
+    msg = "ingest: 2 event(s), 1 record(s)\n\nJournal-Seq: 7\nJournal-Time: t\n"
+    c1 = repo.create_commit(None, who, who, msg, tb.write(), [])
+    c2 = repo.create_commit(None, who, who, msg, tb.write(), [c1])
+    for cid, parents in ((c1, []), (c2, [c1.raw])):
+        raw = gitobj.encode_commit(
+            tb.write().raw, parents, b"memctl <memctl@invalid>", 1_740_830_400, msg.encode()
+        )
+        assert gitobj.object_id(gitobj.COMMIT, raw) == cid.raw
+
+
+@needs_git
+def test_pack_index_is_byte_identical_to_gits(tmp_path: Path) -> None:
+    from memctl.journal import gitobj
+
+    objects = [(gitobj.object_id(gitobj.BLOB, d), gitobj.BLOB, d) for d in (b"a", b"b" * 70000)]
+    objects.append((gitobj.object_id(gitobj.TREE, b""), gitobj.TREE, b""))
+    pack, idx, _sha = gitobj.encode_pack(objects + objects[:1])  # a repeat is written once
+    (tmp_path / "t.pack").write_bytes(pack)
+    subprocess.run(
+        [GIT, "index-pack", "-o", str(tmp_path / "git.idx"), str(tmp_path / "t.pack")],
+        check=True,
+        capture_output=True,
+    )
+    assert (tmp_path / "git.idx").read_bytes() == idx
+    parsed = gitobj.parse_idx(idx)
+    assert sorted(o[0] for o in objects) == parsed.ids and len(parsed) == 3
+    # Offsets past 2 GiB go to the 64-bit table and come back unchanged.
+    ids = [bytes([i]) * 20 for i in range(3)]
+    big = gitobj.encode_idx(ids, [1, 2, 3], [12, 2**31 + 5, 2**33], b"\0" * 20)
+    assert gitobj.parse_idx(big).offsets == [12, 2**31 + 5, 2**33]
+    with pytest.raises(ValueError):
+        gitobj.parse_idx(big[:-1] + bytes([big[-1] ^ 1]))
+
+
+@needs_git
+def test_every_commit_is_one_pack_that_git_accepts(tmp_path: Path, keys: JournalKeys) -> None:
+    j = Journal.create(tmp_path / "j", keys)
+    j.pack_min_events = 1
+    deks: dict[str, bytes] = {}
+    batch = [Event("created", make_ulid(), {"i": i}, os.urandom(32)) for i in range(300)]
+    deks.update({e.record_id: e.dek for e in batch})
+    j.commit("ingest", batch, actor="cron:x")
+    rid = batch[7].record_id
+    j.commit("update", [Event("updated", rid, {"v": 2}, deks[rid])], actor="cli")
+    j.commit("policy", [Event("policy-set", None, {"ro": True})], actor="cli")
+    assert not _loose(j.path) and len(_packs(j.path)) == 3
+    for pack in _packs(j.path):
+        assert _git(j.path, "verify-pack", str(pack.with_suffix(".idx"))).returncode == 0
+    fsck = _git(j.path, "fsck", "--strict", "--full", "--no-dangling")
+    assert fsck.returncode == 0, fsck.stderr
+    log = _git(j.path, "log", "--format=%s").stdout.splitlines()
+    assert log == [
+        "policy: 1 event(s), 0 record(s)",
+        "update: 1 event(s), 1 record(s)",
+        "ingest: 300 event(s), 300 record(s)",
+    ]
+    assert _git(j.path, "log", "--format=%s", "--", record_dir(rid)).stdout.count("\n") == 2
+    again = Journal.open(j.path, keys)
+    report = again.verify(deks=deks.get)
+    assert report.ok and report.events_decrypted == 302, report.problems
+    assert [e.payload for e in again.record_events(rid, deks[rid])] == [{"i": 7}, {"v": 2}]
+
+
+def test_below_the_threshold_commits_are_loose(tmp_path: Path, keys: JournalKeys) -> None:
+    j = Journal.create(tmp_path / "j", keys)
+    j.pack_min_events = 32
+    j.commit("remember", [Event("created", make_ulid(), {}, os.urandom(32))], actor="cli")
+    assert len(_loose(j.path)) == 10 and not _packs(j.path)
+    events = [Event("created", make_ulid(), {}, os.urandom(32)) for _ in range(32)]
+    j.commit("ingest", events, actor="cli")
+    assert len(_loose(j.path)) == 10 and len(_packs(j.path)) == 1
+    assert Journal.open(j.path, keys).verify().ok
+    if GIT is not None:
+        assert _git(j.path, "fsck", "--strict", "--no-dangling").returncode == 0
+
+
+def test_durable_commits_fsync_pack_index_and_head(
+    tmp_path: Path, keys: JournalKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pack + idx + their directory, the head + its directory: 5 fsyncs, none when off."""
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    for durable, expected in ((True, 5), (False, 0)):
+        j = Journal.create(tmp_path / f"j{durable}", keys, durable=durable)
+        j.pack_min_events = 1
+        calls.clear()
+        j.commit("remember", [Event("created", make_ulid(), {}, os.urandom(32))], actor="cli")
+        assert len(calls) == expected
+    j = Journal.create(tmp_path / "loose", keys)
+    j.pack_min_events = 1000
+    calls.clear()
+    j.commit("remember", [Event("created", make_ulid(), {}, os.urandom(32))], actor="cli")
+    assert len(calls) >= 10 + 2  # each loose file, its directories, the head and refs/heads
+
+
+def test_a_stale_head_lock_is_busy_not_a_crash(journal: Journal) -> None:
+    journal.commit("x", [Event("y", None, {})], actor="cli")
+    lock = journal.path / "refs" / "heads" / "main.lock"
+    lock.write_text("")
+    with pytest.raises(JournalHeadMoved):
+        journal.commit("x", [Event("y", None, {})], actor="cli")
+    lock.unlink()
+    journal.commit("x", [Event("y", None, {})], actor="cli")
+    assert journal.seq() == 2 and journal.verify().ok
+
+
+def _flip_in_pack(path: Path, oid: str, delta: int) -> Path:
+    """Flip one byte of object ``oid``'s entry, ``delta`` bytes into it."""
+    from memctl.journal import gitobj
+
+    for pack in _packs(path):
+        idx = gitobj.parse_idx(pack.with_suffix(".idx").read_bytes())
+        if bytes.fromhex(oid) in idx.ids:
+            offset = idx.offsets[idx.ids.index(bytes.fromhex(oid))]
+            data = bytearray(pack.read_bytes())
+            data[offset + delta] ^= 0x04
+            pack.chmod(0o644)
+            pack.write_bytes(bytes(data))
+            return pack
+    raise AssertionError("object not in any pack")
+
+
+def test_damaged_packed_objects_are_named_not_tracebacks(
+    packed: History, keys: JournalKeys
+) -> None:
+    hist = packed
+    repo, path = hist.j.repo, hist.j.path
+    victim = _event_paths(repo, hist.commits[0])[1]
+    blob = str(repo[hist.commits[0]].tree[victim].id)
+    _flip_in_pack(path, blob, 30)  # inside the ciphertext: zlib's checksum and git's id fail
+    report = Journal.open(path, keys).verify(deks=hist.deks.get)
+    assert not report.ok
+    p = report.first_problem
+    assert (p.commit, p.path) == (hist.commits[0], victim) and "unreadable" in p.reason
+    if GIT is not None:
+        fsck = _git(path, "fsck", "--strict", "--full")
+        assert fsck.returncode != 0 and blob[:7] in fsck.stderr + fsck.stdout
+
+    # The head's signed manifest damaged: opening fails with a clean CorruptVault.
+    manifest = str(repo[hist.commits[2]].tree["manifest.json"].id)
+    _flip_in_pack(path, manifest, 40)
+    with pytest.raises(CorruptVault, match="no manifest"):
+        Journal.open(path, keys)
+
+
+# ---- consolidation ----------------------------------------------------------------------------
+
+
+def _all_ids(j: Journal) -> set[str]:
+    return {str(oid) for oid in pygit2.Repository(str(j.path)).odb}
+
+
+def test_commits_consolidate_packs_and_readers_keep_reading(
+    tmp_path: Path, keys: JournalKeys
+) -> None:
+    from memctl.journal import maintain
+
+    writer = Journal.create(tmp_path / "j", keys)
+    writer.pack_min_events, writer.max_packs = 1, 4
+    deks: dict[str, bytes] = {}
+    reader = None
+    for n in range(1, 15):
+        events = [Event("created", make_ulid(), {"n": n}, os.urandom(32)) for _ in range(n)]
+        deks.update({e.record_id: e.dek for e in events})
+        writer.commit("ingest", events, actor="cli")
+        assert maintain.count_packs(writer.path) <= writer.max_packs + 1
+        if reader is None:  # opened early: libgit2 there holds packs that will be deleted
+            reader = Journal.open(writer.path, keys)
+            assert all(reader.record_events(r, d)[0].readable for r, d in deks.items())
+    assert reader is not None
+    old_repo = reader.repo
+    assert reader.seq() == 14 and reader.repo is not old_repo  # noticed the deleted packs
+    assert all(reader.record_events(r, d)[0].readable for r, d in deks.items())
+    assert reader.verify(deks=deks.get).ok and len(deks) == 105
+
+    before = _all_ids(writer)
+    report = writer.maintain(force=True)
+    assert report.packs_after == 1 and len(_packs(writer.path)) == 1 and not _loose(writer.path)
+    assert _all_ids(writer) == before
+    assert Journal.open(writer.path, keys).verify(deks=deks.get).ok
+    if GIT is not None:
+        assert _git(writer.path, "fsck", "--strict", "--no-dangling").returncode == 0
+        assert _git(writer.path, "log", "--oneline").stdout.count("\n") == 14
+
+
+def test_choose_rollup_is_geometric(tmp_path: Path) -> None:
+    from memctl.journal.maintain import _Pack, choose_rollup
+
+    def sizes(*counts: int) -> list[int]:
+        packs = [_Pack(tmp_path / f"p{i}", c) for i, c in enumerate(sorted(counts))]
+        return [p.count for p in choose_rollup(packs)]
+
+    assert sizes(10, 10, 10, 10) == [10, 10, 10, 10]  # all alike: one pack
+    assert sizes(10, 10, 10, 1000) == [10, 10, 10]  # the big one stays
+    assert sizes(10, 10, 39, 1000) == [10, 10, 39]  # 39 < 2 * (10 + 10): joins the roll-up
+    assert sizes(10, 10, 40, 1000) == [10, 10]
+    assert sizes(1, 10, 100, 1000) == []  # already a progression
+    assert sizes(10, 10, 10, 50, 1000) == [10, 10, 10, 50]
+
+
+def test_maintain_packs_loose_objects(tmp_path: Path, keys: JournalKeys) -> None:
+    j = Journal.create(tmp_path / "j", keys)
+    j.pack_min_events = 1000
+    hist = History(j)
+    before = _all_ids(j)
+    assert len(_loose(j.path)) == len(before) and not _packs(j.path)
+    report = j.maintain(force=True)
+    assert report.loose_packed == len(before) and not _loose(j.path) and report.packs_after == 1
+    assert _all_ids(j) == before
+    assert Journal.open(j.path, hist.j.keys).verify(deks=hist.deks.get).ok
+    j.max_loose = -1  # now every commit packs what it wrote loose
+    j.commit("remember", [Event("created", make_ulid(), {}, os.urandom(32))], actor="cli")
+    assert not _loose(j.path)
+
+
+@needs_git
+def test_maintain_merges_git_packs_with_deltas_and_duplicates(
+    hist: History, keys: JournalKeys
+) -> None:
+    from memctl.journal import gitobj, store
+
+    path = hist.j.path
+    _git(path, "gc", "--quiet", "--aggressive")  # git's own pack, offset deltas and all
+    repo = pygit2.Repository(str(path))
+    # A second pack repeating some objects (as after a crash between rename and delete),
+    # plus one of its own that must survive the merge.
+    again = [pygit2.Oid(hex=c) for c in hist.commits[:2]]
+    objects = [(o.raw, int(repo.odb.read(o)[0]), repo.odb.read(o)[1]) for o in again]
+    objects.append((gitobj.object_id(gitobj.BLOB, b"extra"), gitobj.BLOB, b"extra"))
+    store.write_pack(path, objects, durable=False)
+    j = Journal.open(path, keys)
+    j.pack_min_events = 1
+    j.commit("remember", [Event("created", make_ulid(), {}, os.urandom(32))], actor="cli")
+    before = _all_ids(j)
+    assert len(_packs(path)) == 3
+    report = j.maintain(force=True)
+    assert report.packs_after == 1 and _all_ids(j) == before
+    assert gitobj.object_id(gitobj.BLOB, b"extra").hex() in before
+    assert _git(path, "fsck", "--strict", "--full", "--no-dangling").returncode == 0
+    assert Journal.open(path, keys).verify(deks=hist.deks.get).ok
+
+
+def test_maintain_never_copies_or_deletes_a_damaged_pack(
+    packed: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    hist = packed
+    path = hist.j.path
+    packs = _packs(path)
+    blob = str(hist.j.repo[hist.commits[1]].tree["manifest.sig"].id)
+    _flip_in_pack(path, blob, 12)
+    with pytest.raises(CorruptVault, match="checksum"):
+        hist.j.maintain(force=True)
+    assert _packs(path) == packs and not list((path / "objects" / "pack").glob("tmp_*"))
+    # Automatic housekeeping after a commit fails quietly: the commit itself succeeded.
+    hist.j.max_packs = 1
+    head = hist.j.commit("x", [Event("y", None, {})], actor="cli")
+    assert hist.j.head() == head and caplog.text.count("maintenance skipped") == 1
+    assert set(packs) <= set(_packs(path))
+    hist.j.commit("x", [Event("y", None, {})], actor="cli")  # no doomed retry at once
+    assert caplog.text.count("maintenance skipped") == 1

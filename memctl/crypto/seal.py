@@ -27,6 +27,12 @@ from __future__ import annotations
 
 import os
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from memctl.errors import AuthenticationError
 
 MAGIC = b"MCIB"
@@ -41,35 +47,20 @@ OVERHEAD = PREFIX_LEN + TAG_LEN
 INFO = b"memctl/v1/inbox-seal"
 
 
-def _x25519() -> tuple[type, type]:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import (
-        X25519PrivateKey,
-        X25519PublicKey,
-    )
-
-    return X25519PrivateKey, X25519PublicKey
-
-
-def _raw_public(private: object) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return private.public_key().public_bytes(  # type: ignore[attr-defined]
+def _raw_public(private: X25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
 
 
 def public_key_of(private_key: bytes) -> bytes:
     """The raw 32-byte X25519 public key of a raw private key."""
-    priv_cls, _ = _x25519()
     if len(private_key) != KEY_LEN:
         raise ValueError("an X25519 private key is 32 bytes")
-    return _raw_public(priv_cls.from_private_bytes(private_key))
+    return _raw_public(X25519PrivateKey.from_private_bytes(private_key))
 
 
 def _envelope_key(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
     return HKDF(
         algorithm=hashes.SHA256(),
         length=KEY_LEN,
@@ -91,21 +82,18 @@ def seal(
     ``ephemeral_private`` and ``nonce`` exist for known-answer tests only; never pass them
     otherwise (reusing an ephemeral key with a nonce breaks AES-GCM).
     """
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    priv_cls, pub_cls = _x25519()
     if len(recipient_public) != KEY_LEN:
         raise ValueError("an X25519 public key is 32 bytes")
     if len(vault_id) != VAULT_ID_LEN:
         raise ValueError("a vault id is 16 bytes")
     eph = (
-        priv_cls.generate()
+        X25519PrivateKey.generate()
         if ephemeral_private is None
-        else priv_cls.from_private_bytes(ephemeral_private)
+        else X25519PrivateKey.from_private_bytes(ephemeral_private)
     )
     eph_public = _raw_public(eph)
     try:
-        shared = eph.exchange(pub_cls.from_public_bytes(recipient_public))
+        shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient_public))
     except ValueError:
         raise ValueError("the recipient public key is not usable (a low-order point)") from None
     key = _envelope_key(shared, eph_public, recipient_public)
@@ -131,10 +119,6 @@ def open_envelope(recipient_private: bytes, envelope: bytes, *, vault_id: bytes)
     the envelope: not an envelope, an unknown version, sealed for another vault, or a failed
     tag (tampered, truncated, or sealed to another key).
     """
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    priv_cls, pub_cls = _x25519()
     if len(envelope) < len(MAGIC) + 1 or envelope[:4] != MAGIC:
         raise AuthenticationError("not a memctl envelope")
     if envelope[4] != VERSION:
@@ -146,9 +130,9 @@ def open_envelope(recipient_private: bytes, envelope: bytes, *, vault_id: bytes)
     header = envelope[:HEADER_LEN]
     eph_public = envelope[HEADER_LEN - KEY_LEN : HEADER_LEN]
     nonce = envelope[HEADER_LEN:PREFIX_LEN]
-    private = priv_cls.from_private_bytes(recipient_private)
+    private = X25519PrivateKey.from_private_bytes(recipient_private)
     try:
-        shared = private.exchange(pub_cls.from_public_bytes(eph_public))
+        shared = private.exchange(X25519PublicKey.from_public_bytes(eph_public))
     except ValueError:
         raise AuthenticationError("envelope has an invalid ephemeral key") from None
     key = _envelope_key(shared, eph_public, _raw_public(private))

@@ -325,7 +325,7 @@ def open_envelope_file(
         size = os.fstat(fh.fileno()).st_size
         if size > MAX_ENVELOPE_BYTES:
             raise RejectedEnvelope("larger than any memctl envelope")
-        data = fh.read(MAX_ENVELOPE_BYTES + 1)
+        data = fh.read(size + 1)  # not MAX_ENVELOPE_BYTES: read(n) allocates n bytes up front
     try:
         plaintext = open_envelope(private, data, vault_id=vault_id)
     except MemctlError as exc:

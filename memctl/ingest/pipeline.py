@@ -152,6 +152,7 @@ class _Pending:
     items: list[dict[str, Any]]
     save: bool
     task: Task | None = None  # where the items came from (to read it again, see finish)
+    what: str = ""  # how errors name the input
 
 
 class Ingestor:
@@ -449,6 +450,10 @@ class Ingestor:
     def _defaults(self) -> dict[str, Any]:
         return {"namespace": self.config.namespace, "actor": self.actor}
 
+    #: Validate items before queueing them (the sealer must: the import is strict). The
+    #: ingest engine leaves it to ``ingest_many``, which reports refused items by index.
+    prevalidate = False
+
     def _add(
         self,
         cursor: cur.Cursor | None,
@@ -459,27 +464,33 @@ class Ingestor:
         save: bool,
         task: Task | None = None,
     ) -> None:
-        from memctl.vault.records import prepare
+        if self.prevalidate:
+            from memctl.vault.records import prepare
 
-        defaults = self._defaults()
-        valid = []
-        for index, item in enumerate(items):
-            try:
-                prepare(item, defaults=defaults)
-            except MemctlError as exc:
-                where = f"{what}: item {index + 1}" if len(items) > 1 else what
-                self._fail(f"{where}: {exc.message}")
-                save = False  # read it again next time, and report it again
-                continue
-            valid.append(item)
-        self._group.append(_Pending(cursor, prev, valid, save and cursor is not None, task))
-        self._group_items += len(valid)
-        self._group_chars += sum(len(i["text"]) for i in valid)
+            defaults = self._defaults()
+            valid = []
+            for index, item in enumerate(items):
+                try:
+                    prepare(item, defaults=defaults)
+                except MemctlError as exc:
+                    self._fail(f"{_item_where(what, index, len(items))}: {exc.message}")
+                    save = False
+                    continue
+                valid.append(item)
+            items = valid
+        self._group.append(_Pending(cursor, prev, items, save and cursor is not None, task, what))
+        self._group_items += len(items)
+        self._group_chars += sum(len(i.get("text") or "") for i in items)
         if self._group_items >= GROUP_ITEMS or self._group_chars >= GROUP_CHARS:
             self.flush()
 
     def flush(self) -> None:
-        """Write the pending files: their items in one transaction, then their cursors."""
+        """Write the pending files: their items in one transaction, then their cursors.
+
+        An item the vault refuses (a bad ``--kind``, an over-long title) is reported with its
+        file and number and counted as failed; its file keeps no cursor, so the next run reads
+        and reports it again.
+        """
         group, self._group = self._group, []
         self._group_items = self._group_chars = 0
         if not group:
@@ -493,23 +504,52 @@ class Ingestor:
             self.report.updated += summary.updated
             self.report.skipped += summary.skipped
             self.report.ids += summary.ids
-            if summary.failed:  # pre-validated, so only a vault-side refusal lands here
-                self.report.failed += summary.failed
-                self.report.errors += summary.errors
-            elif len(summary.ids) == len(items) and self.config.prune:
+            refused = self._refused(group, summary)
+            if len(summary.ids) == len(items) - len(refused) and self.config.prune:
                 # Which record each item landed on (or was de-duplicated against): if a prune
                 # later erases one of them, that input is read again (see finish).
                 ids = iter(summary.ids)
+                index = 0
                 for pending in group:
                     for _ in pending.items:
-                        rid = next(ids)
-                        if pending.task is not None:
-                            self._landed[rid] = pending.task
+                        if index not in refused:
+                            rid = next(ids)
+                            if pending.task is not None:
+                                self._landed[rid] = pending.task
+                        index += 1
         to_save = [p for p in group if p.save and p.cursor is not None]
         if to_save and self.has_cursors:
             self._update_cursors(to_save)
         if self.on_flush is not None:
             self.on_flush(self.report)
+
+    def _refused(self, group: list[_Pending], summary: Any) -> set[int]:
+        """Report the items ``ingest_many`` refused (``"item N: reason"``) against their file."""
+        if not summary.failed:
+            return set()
+        reasons: dict[int, str] = {}
+        other: list[str] = []
+        for error in summary.errors:
+            m = _ITEM_ERROR.match(error)
+            if m:
+                reasons[int(m.group(1))] = m.group(2)
+            else:
+                other.append(error)
+        index = 0
+        for pending in group:
+            bad = False
+            for local in range(len(pending.items)):
+                if index in reasons:
+                    self._fail(
+                        f"{_item_where(pending.what, local, len(pending.items))}: {reasons[index]}"
+                    )
+                    bad = True
+                index += 1
+            if bad or other:
+                pending.save = False  # read it again next time, and report it again
+        for error in other:
+            self._fail(error)
+        return set(reasons)
 
     def _update_cursors(self, group: list[_Pending]) -> None:
         prevs = [p.prev for p in group if p.prev is not None and p.prev.items is None]
@@ -595,6 +635,8 @@ class Sealer(Ingestor):
     file's items go into their own envelope(s) (:func:`memctl.ingest.inbox.seal_items`).
     """
 
+    prevalidate = True
+
     def __init__(
         self,
         vault_path: Path,
@@ -641,6 +683,13 @@ class Sealer(Ingestor):
     def finish(self) -> IngestReport:
         self.flush()
         return self.report
+
+
+_ITEM_ERROR = re.compile(r"^item (\d+): (.*)$", re.S)
+
+
+def _item_where(what: str, index: int, total: int) -> str:
+    return f"{what}: item {index + 1}" if total > 1 else what
 
 
 def _unrecognised_reason(path: Path) -> str:

@@ -143,9 +143,9 @@ def watch(
             debouncer.wakeup.clear()
             batch = []
             for path, was_dir in debouncer.due():
-                root = _root_of(Path(path), root_list)
-                if root is not None and not ignored(Path(path), root):
-                    batch.append((Path(path), root, was_dir))
+                owner = _root_of(Path(path), root_list)
+                if owner is not None and not ignored(Path(path), owner):
+                    batch.append((Path(path), owner, was_dir))
             if batch:
                 process(batch)
     except KeyboardInterrupt:

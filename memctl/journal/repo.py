@@ -12,6 +12,7 @@ batch rather than one by one; ``maintain.py`` keeps the number of packs small.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -69,12 +70,14 @@ if TYPE_CHECKING:
 _CONFIG_KEY = "memctl.journalformat"
 _UNSET: Any = object()
 _BLOB = pygit2.GIT_FILEMODE_BLOB
-_TREE = pygit2.GIT_FILEMODE_TREE
-_AUTHOR = ("memctl", "memctl@invalid")
-_IDENT = b"memctl <memctl@invalid>"
-PACK_MIN_EVENTS = 32  # commits with at least this many events are written as one packfile
+_IDENT = b"memctl <memctl@invalid>"  # author and committer of every commit (docs §2)
+# Commits with at least this many events are written as one packfile, smaller ones as loose
+# objects. Measured (docs/journal.md §10): a pack is cheaper at every size, most of all when
+# durable (5 fsyncs instead of ~22 for a one-event commit), so every commit is packed.
+PACK_MIN_EVENTS = 1
 MAX_PACKS = 64  # more packs than this and a commit consolidates them (Journal.maintain)
 MAX_LOOSE = 6700  # estimated loose objects above which they are packed (git's gc.auto)
+_BACKOFF = 16  # commits without automatic housekeeping after it failed
 _log = logging.getLogger(__name__)
 
 
@@ -101,6 +104,7 @@ class Journal:
         self._public = self._signer.public
         self._head_cache: tuple[str, Manifest] | None = None
         self._trees: dict[bytes, gitobj.TreeEntries] = {}  # parsed upper trees, by id
+        self._packs_seen: tuple[int, frozenset[str]] = (-1, frozenset())  # objects/pack state
         #: fsync what each commit writes (objects, then the head). Off only for tests/benchmarks.
         self.durable = durable
         #: a commit with at least this many events is written as one packfile, else loose.
@@ -109,6 +113,7 @@ class Journal:
         self.auto_maintain = True
         self.max_packs = MAX_PACKS
         self.max_loose = MAX_LOOSE
+        self._skip_maintenance = 0  # commits left before housekeeping is tried again
 
     def __repr__(self) -> str:
         return f"Journal({self.path!s})"
@@ -129,9 +134,19 @@ class Journal:
         repo = pygit2.init_repository(str(p), bare=True, initial_head="main")
         repo.config[_CONFIG_KEY] = FORMAT
         repo.config["core.logAllRefUpdates"] = "false"
-        repo.config["gc.auto"] = "0"  # packing is explicit (Journal.gc), never mid-command
+        repo.config["gc.auto"] = "0"  # git never packs on its own (Journal.maintain does)
         # Hooks never run (libgit2 and memctl do not run them), but git's samples are noise.
         shutil.rmtree(p / "hooks", ignore_errors=True)
+        if durable:  # libgit2 wrote these without fsync; commits rely on them being there
+            for name in ("config", "HEAD"):
+                fd = os.open(p / name, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for d in (p / "refs" / "heads", p / "refs", p / "objects" / "pack", p / "objects", p):
+                store.fsync_dir(d)
+            store.fsync_dir(p.resolve().parent)
         return cls(repo, keys, durable=durable)
 
     @classmethod
@@ -167,10 +182,34 @@ class Journal:
     # ---- head ---------------------------------------------------------------------------
 
     def _ref(self) -> pygit2.Reference | None:
+        self._drop_deleted_packs()
         try:
             return self._repo.lookup_reference(REF)
         except KeyError:
             return None
+
+    def _drop_deleted_packs(self) -> int:
+        """Reopen the repository when packs it may hold open were deleted (a consolidation).
+
+        libgit2 keeps a handle on every pack it has read from until the repository is freed;
+        in a long-lived process (the agent) those of deleted packs would pile up. One stat per
+        call; the directory is listed only when it changed. Returns the number of packs.
+        """
+        pack_dir = os.path.join(self._repo.path, "objects", "pack")
+        try:
+            mtime = os.stat(pack_dir).st_mtime_ns
+        except FileNotFoundError:
+            return 0
+        last_mtime, last_names = self._packs_seen
+        if mtime != last_mtime:
+            names = frozenset(n for n in os.listdir(pack_dir) if n.endswith(".pack"))
+            self._packs_seen = (mtime, names)
+            if last_names - names:
+                self._reopen()
+        return len(self._packs_seen[1])
+
+    def _reopen(self) -> None:
+        self._repo = pygit2.Repository(str(self.path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
 
     def head(self) -> str | None:
         """The head commit id (hex), or None for an empty journal."""
@@ -313,14 +352,7 @@ class Journal:
         oid = staged.add(gitobj.COMMIT, commit)
         packed = len(events) >= self.pack_min_events
         self._write_objects(staged, packed)
-        try:
-            store.update_ref(
-                self.path, REF, str(old) if old else None, oid.hex(), durable=self.durable
-            )
-        except store.RefMismatch as exc:
-            raise _moved() from exc
-        except OSError as exc:
-            raise NoSpace("journal: could not write the head reference") from exc
+        _advance(self.path, str(old) if old else None, oid.hex(), durable=self.durable)
         head = oid.hex()
         self._head_cache = (head, Manifest(manifest, raw, sig))
         if self.auto_maintain:
@@ -335,7 +367,7 @@ class Journal:
             else:
                 store.write_loose(self.path, staged.items(), durable=self.durable)
         except OSError as exc:
-            raise NoSpace("journal: could not write the commit's objects") from exc
+            raise _write_failed("the commit's objects", exc) from exc
         if packed:
             # libgit2 rescans objects/pack when an object is missing: this makes this
             # process see the new pack before the head may name anything in it.
@@ -347,18 +379,24 @@ class Journal:
         """Cheap checks after a commit; consolidation when a threshold is crossed.
 
         Never raises: the commit is already durable and the head moved, so a failed
-        housekeeping step must not look like a failed commit. The next commit retries.
+        housekeeping step must not look like a failed commit. It is tried again some commits
+        later.
         """
         from . import maintain
 
+        if self._skip_maintenance > 0:
+            self._skip_maintenance -= 1
+            return
         try:
             if packed:
-                due = maintain.count_packs(self.path) > self.max_packs
+                due = self._drop_deleted_packs() > self.max_packs  # lists the new pack once
             else:
                 due = maintain.estimate_loose(self.path) > self.max_loose
             if due:
                 self.maintain()
         except (OSError, MemctlError, pygit2.GitError, ValueError, zlib.error) as exc:
+            # e.g. a damaged pack (verify names it): do not pay for a doomed merge every commit
+            self._skip_maintenance = _BACKOFF
             _log.warning("journal maintenance skipped: %s", type(exc).__name__)
 
     # ---- reading ------------------------------------------------------------------------
@@ -487,10 +525,7 @@ class Journal:
             durable=self.durable,
         )
         if report.removed or report.loose_packed:
-            # Drop libgit2's handles on deleted packs (it would fall back to the new one anyway).
-            self._repo = pygit2.Repository(
-                str(self.path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH
-            )
+            self._reopen()  # drop libgit2's handles on what was deleted
         return report
 
     def gc(self) -> None:
@@ -542,11 +577,11 @@ def _obj(repo: pygit2.Repository, oid: Any, what: str) -> Any:
 def _manifest_blobs(commit: pygit2.Commit) -> tuple[bytes | None, bytes | None]:
     out: list[bytes | None] = []
     for name in (MANIFEST, SIGNATURE):
-        try:
+        try:  # a damaged object fails here, when its data is read, not at the lookup
             entry = commit.tree[name]
+            out.append(entry.data if isinstance(entry, pygit2.Blob) else None)
         except (KeyError, ValueError, pygit2.GitError):
-            entry = None
-        out.append(entry.data if isinstance(entry, pygit2.Blob) else None)
+            out.append(None)
     return out[0], out[1]
 
 
@@ -584,6 +619,23 @@ def _last_rseq(root: pygit2.Tree | None, record_id: str) -> int:
         if fields is not None:
             best = max(best, fields[0])
     return best
+
+
+def _advance(gitdir: Path, old: str | None, new: str, *, durable: bool) -> None:
+    """Compare-and-swap the branch from ``old`` to ``new``: the moment a commit happens."""
+    try:
+        store.update_ref(gitdir, REF, old, new, durable=durable)
+    except store.RefMismatch as exc:
+        raise _moved() from exc
+    except OSError as exc:
+        raise _write_failed("the head reference", exc) from exc
+
+
+def _write_failed(what: str, exc: OSError) -> MemctlError:
+    """NoSpace when the disk is full (exit 11); otherwise a plain error naming what failed."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"journal: disk full, could not write {what}")
+    return MemctlError(f"journal: could not write {what} ({exc.strerror or type(exc).__name__})")
 
 
 def _moved() -> JournalHeadMoved:

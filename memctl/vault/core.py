@@ -483,8 +483,7 @@ class Vault:
         events: list[Any] = []
         vecs = self._embed_batch(batch) if self.header.model else {}
         with self.transaction() as conn:
-            put_rows: list[int] = []
-            put_vecs: list[Any] = []
+            put: dict[int, Any] = {}  # rowid -> vector; a later item of the batch wins
             for i, p in enumerate(batch):
                 outcome, rid, rowid, event = self._write_one(conn, p, now)
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
@@ -492,12 +491,11 @@ class Vault:
                 if event is not None:
                     events.append(event)
                     if i in vecs:
-                        put_rows.append(rowid)
-                        put_vecs.append(vecs[i])
-            if put_rows:
+                        put[rowid] = vecs[i]
+            if put:
                 import numpy as np
 
-                self.vectors.put_many(put_rows, np.stack(put_vecs))
+                self.vectors.put_many(list(put), np.stack(list(put.values())))
             self.history.commit(conn, "ingest", events, actor=batch[0].actor)
         return summary
 

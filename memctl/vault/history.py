@@ -191,8 +191,12 @@ class History:
         return head
 
     def committed(self) -> None:
-        """After the DB COMMIT: the write is acknowledged, the crash window is closed."""
-        self._clear_intent()
+        """After the DB COMMIT: the write is acknowledged, the crash window is closed — once
+        the database holds the commit the intent names (a transaction that made no journal
+        commit must not erase the marker of an earlier crash)."""
+        intent = self._read_intent()
+        if intent is None or intent <= self.db_position(self.vault.conn)[1]:
+            self._clear_intent()
 
     # -- reading ------------------------------------------------------------------------------
     def record_events(self, record_id: str, dek: bytes | None) -> list[dict[str, Any]]:

@@ -156,6 +156,17 @@ def _opt_str(item: dict[str, Any], key: str, limit: int) -> str | None:
     return value
 
 
+def _check_unicode(item: dict[str, Any]) -> None:
+    """Lone surrogates (broken input: invalid UTF-8 in argv, ``\\ud800`` in JSON) cannot be
+    stored as UTF-8; refuse them here rather than fail half-way through a write."""
+    try:
+        json.dumps(item, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("invalid Unicode in an item (a lone surrogate); clean the input") from None
+    except (TypeError, ValueError):
+        pass  # not JSON-shaped: the checks below name the field
+
+
 def prepare(item: Any, *, defaults: dict[str, Any]) -> Prepared:
     """Validate one item. Raises :class:`UsageError` with a reason (never the text)."""
     if isinstance(item, str):
@@ -166,6 +177,7 @@ def prepare(item: Any, *, defaults: dict[str, Any]) -> Prepared:
     if unknown:
         raise UsageError(f"unknown field(s): {', '.join(sorted(unknown))}")
     merged = {**defaults, **{k: v for k, v in item.items() if v is not None}}
+    _check_unicode(merged)
     text = merged.get("text")
     if not isinstance(text, str):
         raise UsageError("text must be a string")

@@ -296,14 +296,18 @@ def iter_text(path: Path, options: Mapping[str, Any]) -> Iterator[dict[str, Any]
     rel = root_relative(path, options)
     observed = _mtime(path)
     chunker = Chunker(max_chars)
+    previous: list[Any] = ["", 0]  # the last span and how many chunks had it
 
     def emit(chunks: list[Chunk]) -> Iterator[dict[str, Any]]:
         for chunk in chunks:
             span = f"L{chunk.first_line}-L{chunk.last_line}"
+            # The pieces of one over-long line share their span: number them apart.
+            previous[:] = [span, previous[1] + 1 if previous[0] == span else 1]
+            piece = f"@{previous[1]}" if previous[1] > 1 else ""
             yield {
                 "text": chunk.text,
                 "title": path.stem,
-                "locator": f"{rel}#{span}",
+                "locator": f"{rel}#{span}{piece}",
                 "observed_at": observed,
                 "kind": "document",
                 "context": path.name,
