@@ -37,6 +37,7 @@ from .consistency import assert_clean_stderr, check_whole, child_env, run_cli
 CASES: Counter[str] = Counter()
 FAST = settings(
     max_examples=25,
+    derandomize=True,  # the fast suite is repeatable; the slow one explores
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
@@ -44,6 +45,7 @@ FAST = settings(
 SLOW = settings(
     FAST,
     max_examples=int(os.environ.get("MEMCTL_FUZZ_EXAMPLES", "1500")),
+    derandomize=False,
 )
 MiB = 1 << 20
 

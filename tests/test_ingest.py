@@ -497,3 +497,17 @@ def test_plugin_commands_load_only_when_they_can_matter(
     assert loaded == [] and app.registered_groups == []
     plugins_cmd.register_plugin_commands(app, ["--help"])
     assert loaded == [True]  # `memctl --help` lists plugin commands too
+
+
+def test_prune_lookup_uses_the_source_index(vault: Any) -> None:
+    vault.ingest_many([{"text": f"t{i}", "source": "x://s", "locator": f"L{i}"} for i in range(5)])
+    statements: list[str] = []
+    vault.conn.set_trace_callback(statements.append)
+    try:
+        ids = cur.record_ids(vault.conn, "default", {"x://s": ["L1", "L3", "L9"]})
+    finally:
+        vault.conn.set_trace_callback(None)
+    assert len(ids) == 2
+    (sql,) = [s for s in statements if "FROM records" in s]
+    plan = " ".join(str(row) for row in vault.conn.execute("EXPLAIN QUERY PLAN " + sql))
+    assert "records_source" in plan, plan  # not a scan of the whole namespace

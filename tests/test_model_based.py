@@ -19,6 +19,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,14 @@ from .crash_child import batch_items
 from .oracle import scan
 
 CHILD = Path(__file__).with_name("crash_child.py")
+COUNTS: Counter[str] = Counter()  # printed at the end of the module (-s)
 WORDS = ["garden", "tulip", "passport", "dentist", "lisbon", "coffee", "meeting", "piano"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_counts() -> Iterator[None]:
+    yield
+    print(f"\nstate machine: {dict(COUNTS)}")
 
 
 class FailingCommit:
@@ -92,6 +101,7 @@ class VaultMachine(RuleBasedStateMachine):
         self.n = 0
         self.kills = 0
         self.v = memctl.open_vault(self.path, passphrase=self.passphrase)
+        COUNTS["runs"] += 1
 
     def teardown(self) -> None:
         try:
@@ -162,6 +172,7 @@ class VaultMachine(RuleBasedStateMachine):
         self.erased_ids.add(rid)
         self.erased_markers |= self.markers.pop(rid)
         report = scan(self.path, self.v.keys.sqlcipher, sorted(self.erased_markers))
+        COUNTS["erases checked by the page oracle"] += 1
         assert report.hits == [], report.hits[:3]
         assert self.v.record_key(rid) is None
         events = self.v.history.record_events(rid, None)
@@ -222,7 +233,7 @@ class VaultMachine(RuleBasedStateMachine):
         finally:
             self.v.conn = real
         self.journal_behind = True
-        # What did not commit is not there, and nothing else changed.
+        COUNTS["in-process crashes"] += 1
 
     @precondition(lambda self: VaultMachine.KILLS and not self.journal_behind)
     @rule(point=st.sampled_from(["journal-committed:1", "before-ref:1", "db-committed:1"]))
@@ -242,6 +253,7 @@ class VaultMachine(RuleBasedStateMachine):
             check=False,
         )
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        COUNTS["child processes killed"] += 1
         rows = {
             (s, loc): (rid, body)
             for rid, s, loc, body in self.v.conn.execute(
@@ -267,6 +279,7 @@ class VaultMachine(RuleBasedStateMachine):
     def matches_the_model(self) -> None:
         if self.v is None:
             return
+        COUNTS["steps checked"] += 1
         live = dict(self.v.conn.execute("SELECT id, body FROM records").fetchall())
         assert live == self.model
         check_whole(self.v, tokens=False)
@@ -274,6 +287,7 @@ class VaultMachine(RuleBasedStateMachine):
 
 VaultMachine.TestCase.settings = settings(
     max_examples=10,
+    derandomize=True,  # the fast suite is repeatable; the slow one explores
     stateful_step_count=14,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -290,6 +304,7 @@ SlowVaultMachine.TestCase.settings = settings(
     VaultMachine.TestCase.settings,
     max_examples=int(os.environ.get("MEMCTL_MODEL_EXAMPLES", "150")),
     stateful_step_count=40,
+    derandomize=False,
 )
 
 

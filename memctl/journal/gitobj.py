@@ -137,6 +137,10 @@ def encode_commit(
 
 def entry_header(kind: int, size: int) -> bytes:
     """A pack entry's type-and-size varint: 3 type bits, then the size 4 + 7*k bits at a time."""
+    if size < 0x800:  # the common case: two bytes at most
+        if size < 0x10:
+            return bytes(((kind << 4) | size,))
+        return bytes((0x80 | (kind << 4) | (size & 0x0F), size >> 4))
     byte = (kind << 4) | (size & 0x0F)
     size >>= 4
     out = bytearray()
@@ -162,25 +166,45 @@ class PackIndex:
 
 
 def encode_pack(objects: Iterable[tuple[bytes, int, bytes]]) -> tuple[bytes, bytes, bytes]:
-    """Build ``(pack, idx, pack_sha)`` for ``(id, type, data)`` objects (ids unique, no deltas)."""
-    body = bytearray(PACK_MAGIC + struct.pack(">II", 2, 0))
+    """Build ``(pack, idx, pack_sha)`` for ``(id, type, data)`` objects (no deltas).
+
+    A repeated id is written once. Written for speed (a 1,000-event commit has ~3,600
+    objects): no concatenation per object, CRC32s chained over the parts.
+    """
+    crc32, adler32 = zlib.crc32, zlib.adler32
+    stored_head = struct.Struct("<2sBHH").pack  # zlib header + one final stored block's head
+    be32 = struct.Struct(">I").pack
+    parts: list[bytes] = [b""]  # the pack header goes first, once the count is known
     ids: list[bytes] = []
     crcs: list[int] = []
     offsets: list[int] = []
     seen: set[bytes] = set()
+    pos = 12
     for oid, kind, data in objects:
         if oid in seen:
             continue
         seen.add(oid)
-        entry = entry_header(kind, len(data)) + zlib_stored(data)
+        n = len(data)
+        head = entry_header(kind, n)
+        if n <= _MAX_STORED:
+            z_head = stored_head(_ZLIB_HEADER, 1, n, n ^ 0xFFFF)
+            z_tail = be32(adler32(data))
+            crc = crc32(z_tail, crc32(data, crc32(z_head, crc32(head))))
+            parts += (head, z_head, data, z_tail)
+            size = len(head) + 7 + n + 4
+        else:
+            z = zlib_stored(data)
+            crc = crc32(z, crc32(head))
+            parts += (head, z)
+            size = len(head) + len(z)
         ids.append(oid)
-        crcs.append(zlib.crc32(entry))
-        offsets.append(len(body))
-        body += entry
-    struct.pack_into(">I", body, 8, len(ids))
+        crcs.append(crc)
+        offsets.append(pos)
+        pos += size
+    parts[0] = PACK_MAGIC + struct.pack(">II", 2, len(ids))
+    body = b"".join(parts)
     pack_sha = hashlib.sha1(body, usedforsecurity=False).digest()
-    body += pack_sha
-    return bytes(body), encode_idx(ids, crcs, offsets, pack_sha), pack_sha
+    return body + pack_sha, encode_idx(ids, crcs, offsets, pack_sha), pack_sha
 
 
 def encode_idx(ids: list[bytes], crcs: list[int], offsets: list[int], pack_sha: bytes) -> bytes:
