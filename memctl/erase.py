@@ -94,6 +94,7 @@ def erase(
         "vector_slots": 0,
         "data_keys": 0,
         "journal_events_unreadable": 0,
+        "context_copies": 0,
     }
     if targets:
         with vault.lock(), vault.transaction() as conn:
@@ -104,6 +105,7 @@ def erase(
             destroyed["data_keys"] = conn.execute(
                 f"SELECT count(*) FROM record_keys WHERE record_rowid IN ({marks})", rowids
             ).fetchone()[0]
+            destroyed["context_copies"] = _scrub_context_copies(conn, rowids)
             destroyed["vector_slots"] = vault._erase_vectors(conn, rowids)
             destroyed["journal_events_unreadable"] = vault._journal_event_count(ids)
             cur = conn.execute(f"DELETE FROM records WHERE rowid IN ({marks})", rowids)
@@ -127,6 +129,31 @@ def erase(
         "destroyed": destroyed,
         "physical": "complete" if complete else "pending",
     }
+
+
+def _scrub_context_copies(conn: Any, rowids: list[int]) -> int:
+    """Remove an erased record's text from its neighbours' context column (same source).
+
+    The vault copies neighbouring records' text into ``records.context`` for retrieval
+    (memctl/vault/semantic.py): erasing a record must erase those copies too. The update goes
+    through the FTS trigger, so the index forgets them as well (secure-delete).
+    """
+    changed = 0
+    marks = ",".join("?" * len(rowids))
+    victims = conn.execute(
+        f"SELECT rowid, namespace, source, body FROM records WHERE rowid IN ({marks}) "
+        "AND source IS NOT NULL",
+        rowids,
+    ).fetchall()
+    for rowid, namespace, source, body in victims:
+        cur = conn.execute(
+            "UPDATE records SET context = nullif(trim(replace(context, ?, ''), char(10)), '') "
+            "WHERE namespace = ? AND source = ? AND rowid != ? AND context IS NOT NULL "
+            "AND instr(context, ?) > 0",
+            (body, namespace, source, rowid, body),
+        )
+        changed += cur.rowcount
+    return changed
 
 
 def _pending(conn: Any) -> list[str]:

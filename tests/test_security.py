@@ -401,13 +401,6 @@ def test_mcp_namespace_policy_holds_in_every_recall_mode(tmp_path: Path, pwfile:
 
 
 # -- erasure leaves no copy in other records ---------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (memctl/vault/semantic.py fill_context): with an embedding model, a record "
-    "without a context gets its neighbours' text (same source) copied into its context "
-    "column and FTS index; erasing a neighbour leaves its text there, readable in index.db "
-    "and returned by get/export of the other record",
-)
 def test_erased_text_leaves_no_copy_in_a_neighbours_context(tmp_path: Path) -> None:
     path = tmp_path / "vault"
     memctl.init_vault(
