@@ -533,7 +533,7 @@ class Vault:
             # version of the same record, not a duplicate.
             prior = conn.execute(
                 "SELECT rowid, id, version FROM records "
-                "WHERE source = ? AND locator = ? AND namespace = ?",
+                "WHERE source = ? AND locator = ? AND +namespace = ?",  # use records_source
                 (p.source, p.locator, p.namespace),
             ).fetchone()
             if prior:
