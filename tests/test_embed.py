@@ -192,3 +192,16 @@ def test_real_model_loads_offline_and_ranks_paraphrase_first() -> None:
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.3
     assert sum(seen) == 3
     assert e.encode([]).shape == (0, 384)
+
+
+@pytest.mark.model
+def test_real_model_query_path_matches_batch_path_and_restores_threads() -> None:
+    import torch
+
+    e = load_embedder("all-MiniLM-L6-v2")
+    texts = [f"note number {i} about the garden and the tomatoes" for i in range(6)]
+    threads = torch.get_num_threads()
+    batch = e.encode(texts)  # more than QUERY_BATCH_MAX: the pooled path
+    one = e.encode(texts[:1])  # a query: the one-thread path
+    assert torch.get_num_threads() == threads
+    assert np.allclose(one[0], batch[0], atol=1e-5)
