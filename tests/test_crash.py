@@ -296,13 +296,10 @@ def test_crash_after_db_commit_before_the_intent_is_cleared(tmp_path: Path) -> N
     h.check(2, h.run(2, batches=2))  # the stale intent does not confuse the next writer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the intent file covers one journal commit, but a write that first voids a "
-    "crashed commit makes two in one transaction; a crash there leaves the journal two "
-    "ahead and audit_repair refuses ('rolled back') — the vault stays unwritable",
-)
 def test_second_crash_while_voiding_the_first_is_repairable(tmp_path: Path) -> None:
+    """Found by the slow kill loop: a write that first voids a crashed commit makes two
+    journal commits in one transaction; a crash there left the journal two ahead and every
+    later write refused ('rolled back'). The intent now names the whole tail (BASE, TOP)."""
     h = Harness(tmp_path, model=None)
     h.check(1, h.run(1, batches=1))
     run = h.run(2, crash_at="journal-committed:1")

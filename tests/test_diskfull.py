@@ -78,7 +78,7 @@ def fill(fs: Path, leave: int) -> Path:
     """Fill ``fs`` with one file, then give back ``leave`` bytes."""
     filler = fs / "filler"
     chunk = b"\xa5" * 65536
-    with open(filler, "wb") as fh, contextlib.suppress(OSError):
+    with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
         while True:
             fh.write(chunk)
             fh.flush()
@@ -225,7 +225,7 @@ def test_injected_no_space(
                 v.ingest_many([f"bulk {i} zqbulk{i} " + "filler words " * 400 for i in range(40)])
             assert info.value.exit_code == ExitCode.NO_SPACE
     with memctl.open_vault(cli_env, passphrase=PASSPHRASE) as v:
-        v.ingest("between the faults zqbetween")  # one failure at a time (see the xfail below)
+        v.ingest("between the faults zqbetween")  # one failure at a time (two: the test below)
     big = words_file(tmp_path / "big.txt", 60, seed=1)
     with monkeypatch.context() as m:
         inject(point, m)
@@ -248,13 +248,6 @@ def test_injected_no_space(
         assert v.recall("zq1l59", mode="keyword")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: after a failed COMMIT the journal is one commit ahead; the next write voids it "
-    "and commits its own batch in one transaction, and if that COMMIT fails too (the disk is "
-    "still full) the journal is two ahead: every later write and audit repair refuse "
-    "('rolled back or replaced') although nothing was tampered with",
-)
 def test_two_failed_writes_in_a_row_then_space_is_back(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -114,6 +114,7 @@ class Journal:
         self.max_packs = MAX_PACKS
         self.max_loose = MAX_LOOSE
         self._skip_maintenance = 0  # commits left before housekeeping is tried again
+        self._maintain_due: bool | None = None  # deferred housekeeping (see maintain_if_due)
 
     def __repr__(self) -> str:
         return f"Journal({self.path!s})"
@@ -357,7 +358,30 @@ class Journal:
         self._head_cache = (head, Manifest(manifest, raw, sig))
         if self.auto_maintain:
             self._maybe_maintain(packed)
+        else:
+            self._maintain_due = packed or bool(self._maintain_due)
         return head
+
+    def maintain_if_due(self) -> None:
+        """Run the housekeeping that commits deferred (``auto_maintain`` off). Never raises.
+
+        The vault turns ``auto_maintain`` off and calls this after its database COMMIT, so
+        packing never runs while a write transaction holds the crash window open.
+        """
+        if self._maintain_due is None:
+            return
+        packed, self._maintain_due = self._maintain_due, None
+        self._maybe_maintain(packed)
+
+    def ancestor(self, steps: int) -> str | None:
+        """The commit ``steps`` first parents behind the head (0 = the head), None past the root."""
+        oid = self.head()
+        for _ in range(steps):
+            if oid is None:
+                return None
+            c = _obj(self._repo, oid, "commit")
+            oid = str(c.parent_ids[0]) if c.parent_ids else None
+        return oid
 
     def _write_objects(self, staged: Staged, packed: bool) -> None:
         """Write the commit's objects durably; a pack is checked readable before it is used."""

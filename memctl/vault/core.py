@@ -413,6 +413,7 @@ class Vault:
             self.conn.execute("BEGIN IMMEDIATE")
         except errors as exc:
             raise dbmod.translate(exc) from None
+        self.history.begin()
         try:
             yield self.conn
             self.conn.execute("COMMIT")

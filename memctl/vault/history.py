@@ -5,12 +5,18 @@ just before COMMIT, and records the new journal head and sequence number in that
 transaction. So the database always knows the journal head it has seen, and each journal
 commit's signed manifest carries the database state (record count, journal seq) it produced.
 
-A crash between the journal commit and the database COMMIT leaves the journal one commit ahead.
-That window is marked by an *intent* file (``VAULT/.journal-intent``: the seq about to be written,
-MACed with the journal MAC key); finding a valid intent for exactly the commit the database lacks
-means "crashed mid-write", and the next write voids that commit with a signed ``void`` event.
-Any other disagreement — the journal behind the database, or ahead without an intent — means one
-of them was rolled back or replaced, and is reported as tampering.
+A crash between the journal commit and the database COMMIT leaves the journal ahead of the
+database. That window is marked by an *intent* file (``VAULT/.journal-intent``, format 2:
+``2 BASE TOP MAC``): BASE is the journal seq the database had committed when the transaction
+began, TOP the seq about to be written, MACed with the journal MAC key. Finding a valid intent
+whose BASE is exactly the database's seq and whose TOP is exactly the journal's, with the
+database's head an ancestor of the journal's head, means "crashed mid-write": the next write
+voids the whole tail (BASE+1 .. TOP) with one signed ``void`` event. A tail of more than one
+commit happens when a process crashes again while voiding the first crash's commit (the void
+commit is itself written before the database COMMIT) or when one transaction makes several
+commits (``audit repair``). Any other disagreement — the journal behind the database, or ahead
+without a matching intent — means one of them was rolled back or replaced, and is reported as
+tampering. Format-1 intents (``SEQ MAC``) from older versions read as BASE = SEQ - 1.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ META_HEAD = "journal_head"
 META_SEQ = "journal_seq"
 
 
+def _durable() -> bool:
+    """fsync journal writes; ``MEMCTL_TEST_NOFSYNC`` (tests only) turns it off."""
+    return os.environ.get("MEMCTL_TEST_NOFSYNC") is None
+
+
 @contextlib.contextmanager
 def private_umask() -> Iterator[None]:
     """Files git creates (objects, refs) are the owner's only, like the rest of the vault."""
@@ -47,6 +58,8 @@ class History:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
         self._journal: Journal | None = None
+        #: the database's committed journal seq when this transaction's first commit began
+        self._base: int | None = None
 
     # -- the repository -------------------------------------------------------------------
     def _keys(self) -> Any:
@@ -64,23 +77,21 @@ class History:
     @property
     def journal(self) -> Journal:
         if self._journal is None:
-            import pygit2
-
             from memctl.journal import Journal
 
-            # libgit2 does not fsync by default; an acknowledged commit must survive power loss.
-            pygit2.option(
-                pygit2.enums.Option.ENABLE_FSYNC_GITDIR,
-                os.environ.get("MEMCTL_TEST_NOFSYNC") is None,
-            )
-            self._journal = Journal.open(self.path, self._keys())
+            # memctl writes every object and ref itself and fsyncs them (docs/journal.md §10):
+            # an acknowledged commit survives power loss. No libgit2 global option is needed.
+            self._journal = Journal.open(self.path, self._keys(), durable=_durable())
+            # packing runs after the database COMMIT (committed()), not inside the crash window
+            self._journal.auto_maintain = False
         return self._journal
 
     def create(self) -> None:
         from memctl.journal import Journal
 
         with private_umask():
-            self._journal = Journal.create(self.path, self._keys())
+            self._journal = Journal.create(self.path, self._keys(), durable=_durable())
+        self._journal.auto_maintain = False
         for root, dirs, files in os.walk(self.path):
             for d in dirs:
                 os.chmod(os.path.join(root, d), 0o700)
@@ -101,21 +112,58 @@ class History:
             self.vault.keys.journal_mac, b"memctl/v1/journal-intent", str(seq).encode()
         ).hex()
 
-    def _write_intent(self, seq: int) -> None:
+    def _intent_mac2(self, base: int, top: int) -> str:
+        return mac(
+            self.vault.keys.journal_mac,
+            b"memctl/v2/journal-intent",
+            str(base).encode(),
+            str(top).encode(),
+        ).hex()
+
+    def _write_intent(self, base: int, top: int) -> None:
         from memctl.vault.header import write_atomic
 
+        line = f"2 {base} {top} {self._intent_mac2(base, top)}\n"
         try:
-            write_atomic(self.vault.path / INTENT_NAME, f"{seq} {self._intent_mac(seq)}\n".encode())
+            write_atomic(self.vault.path / INTENT_NAME, line.encode())
         except OSError as exc:  # a full disk: nothing is written yet, say so with exit 11
             raise NoSpace(f"{INTENT_NAME}: disk full or I/O error while writing") from exc
 
-    def _read_intent(self) -> int | None:
+    def _read_intent(self) -> tuple[int, int] | None:
+        """(BASE, TOP) of a valid intent, or None (absent, unreadable or a bad MAC)."""
         try:
-            seq_text, tag = (self.vault.path / INTENT_NAME).read_text().split()
-            seq = int(seq_text)
+            fields = (self.vault.path / INTENT_NAME).read_text().split()
+            if len(fields) == 2:  # format 1: one commit, SEQ MAC
+                top = int(fields[0])
+                ok = _hmac.compare_digest(fields[1], self._intent_mac(top))
+                return (top - 1, top) if ok else None
+            if len(fields) != 4 or fields[0] != "2":
+                return None
+            base, top = int(fields[1]), int(fields[2])
         except (OSError, ValueError):
             return None
-        return seq if _hmac.compare_digest(tag, self._intent_mac(seq)) else None
+        if not 0 <= base < top:
+            return None
+        ok = _hmac.compare_digest(fields[3], self._intent_mac2(base, top))
+        return (base, top) if ok else None
+
+    def _crash_tail(self, db_head: str | None, db_seq: int) -> list[int]:
+        """The journal seqs a crash left beyond the database, or [] when there is no such tail.
+
+        Needs a valid intent naming exactly (database seq, journal seq) and the database's head
+        on the journal's first-parent chain exactly that many commits back.
+        """
+        j = self.journal
+        j_seq = j.seq()
+        if j_seq <= db_seq or self._read_intent() != (db_seq, j_seq):
+            return []
+        if j.ancestor(j_seq - db_seq) != db_head:
+            return []
+        return list(range(db_seq + 1, j_seq + 1))
+
+    def begin(self) -> None:
+        """At the start of a write transaction: the next journal commit opens a new intent."""
+        self._base = None
 
     def _clear_intent(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -131,8 +179,9 @@ class History:
         j_seq = j.seq()
         if j.head() == db_head:
             return
-        if j_seq == db_seq + 1 and self._read_intent() == j_seq:
-            self._void(conn, j_seq)
+        tail = self._crash_tail(db_head, db_seq)
+        if tail:
+            self._void(conn, tail)
             return
         raise CorruptVault(
             f"journal and database disagree: the database last saw journal seq {db_seq}, "
@@ -140,17 +189,12 @@ class History:
             hint="run `memctl audit verify`; restore both from the same backup",
         )
 
-    def _void(self, conn: Any, seq: int) -> None:
-        """Record that journal commit ``seq`` never reached the database (a crash)."""
+    def _void(self, conn: Any, seqs: list[int]) -> None:
+        """Record that journal commits ``seqs`` never reached the database (a crash)."""
         from memctl.journal import Event
 
-        self.commit(
-            conn,
-            "void",
-            [Event("void", None, {"voided_seq": seq})],
-            actor="memctl",
-            _reconciled=True,
-        )
+        events = [Event("void", None, {"voided_seq": seq}) for seq in seqs]
+        self.commit(conn, "void", events, actor="memctl", _reconciled=True)
 
     # -- writing ------------------------------------------------------------------------------
     def commit(
@@ -177,7 +221,9 @@ class History:
             str(seq).encode(),
             str(records).encode(),
         ).hex()
-        self._write_intent(seq)
+        if self._base is None:  # the first journal commit of this transaction
+            self._base = self.db_position(conn)[1]
+        self._write_intent(self._base, seq)
         # We hold the database's write transaction, so no other memctl writer is committing:
         # a ref lock here was left by a process killed inside libgit2's ref update.
         with contextlib.suppress(FileNotFoundError):
@@ -194,9 +240,12 @@ class History:
         """After the DB COMMIT: the write is acknowledged, the crash window is closed — once
         the database holds the commit the intent names (a transaction that made no journal
         commit must not erase the marker of an earlier crash)."""
+        self._base = None
         intent = self._read_intent()
-        if intent is None or intent <= self.db_position(self.vault.conn)[1]:
+        if intent is None or intent[1] <= self.db_position(self.vault.conn)[1]:
             self._clear_intent()
+        if self._journal is not None:
+            self._journal.maintain_if_due()  # housekeeping outside the crash window
 
     # -- reading ------------------------------------------------------------------------------
     def record_events(self, record_id: str, dek: bytes | None) -> list[dict[str, Any]]:
@@ -261,9 +310,11 @@ class History:
         db_head, db_seq = self.db_position(conn)
         j = self.journal
         if j.head() != db_head:
-            if j.seq() == db_seq + 1 and self._read_intent() == j.seq():
+            tail = self._crash_tail(db_head, db_seq)
+            if tail:
+                span = f"seq {tail[0]}" if len(tail) == 1 else f"seqs {tail[0]}-{tail[-1]}"
                 problems.append(
-                    f"journal commit seq {j.seq()} was written but its database transaction "
+                    f"journal commit {span} was written but its database transaction "
                     "never committed (a crash); `memctl audit repair` voids it"
                 )
             else:
@@ -336,9 +387,13 @@ class History:
             db_head, db_seq = self.db_position(conn)
             j = self.journal
             if j.head() != db_head:
-                if j.seq() == db_seq + 1 and self._read_intent() == j.seq():
-                    self._void(conn, j.seq())
-                    actions.append(f"voided journal commit seq {db_seq + 1} (crash mid-write)")
+                tail = self._crash_tail(db_head, db_seq)
+                if tail:
+                    self._void(conn, tail)
+                    actions.append(
+                        f"voided journal commit(s) seq {', '.join(map(str, tail))} "
+                        "(crash mid-write)"
+                    )
                 else:
                     raise CorruptVault(
                         "journal and database disagree beyond a crash: one was rolled back; "
