@@ -127,3 +127,46 @@ def test_defaults_are_sane():
     assert fusion.BM25_WEIGHTS[3] < fusion.BM25_WEIGHTS[1]
     assert 0 < fusion.KEYWORD_WEIGHT < 1
     assert fusion.KEYWORD_CANDIDATES > 0 and fusion.VECTOR_CANDIDATES > 0
+
+
+def test_keyword_score_callback_is_asked_only_for_vector_only_rows():
+    asked: list[list[int]] = []
+
+    def keyword_score(rows):
+        asked.append(list(rows))
+        return [5.0 if r == 3 else 0.0 for r in rows]
+
+    hits = fuse(
+        [(1, 10.0), (2, 4.0)],
+        [(2, 0.5), (3, 0.5), (4, 0.5)],
+        cosine=lambda rows: [0.0] * len(rows),
+        keyword_score=keyword_score,
+        keyword_weight=0.6,
+    )
+    assert asked == [[3, 4]]
+    by = {h.rowid: h for h in hits}
+    # row 3 keeps its real bm25 (5/10 of the best), row 4 matched no keyword
+    assert by[3].score == pytest.approx(0.6 * 0.5 + 0.4 * 1.0)
+    assert by[4].score == pytest.approx(0.4 * 1.0)
+    assert by[3].components["keyword_score"] == 5.0
+    assert "keyword_rank" not in by[3].components
+    assert "keyword_score" not in by[4].components
+    assert [h.rowid for h in hits] == [3, 2, 1, 4]  # with 0 keyword, 3 would rank below 1
+
+
+def test_without_keyword_score_vector_only_rows_get_zero_keyword():
+    hits = fuse([(1, 10.0)], [(3, 0.5)], cosine=lambda rows: [0.0] * len(rows))
+    assert {h.rowid: h.components["keyword_norm"] for h in hits}[3] == 0.0
+
+
+def test_keyword_score_callback_must_answer_every_row():
+    with pytest.raises(ValueError):
+        fuse([], [(1, 0.5), (2, 0.4)], keyword_score=lambda rows: [1.0])
+
+
+def test_mix_cosines_falls_back_to_the_vector_present():
+    np = pytest.importorskip("numpy")
+    nan = float("nan")
+    got = fusion.mix_cosines([0.5, nan, 0.2, nan], [1.0, 0.4, nan, nan], own_weight=0.3)
+    assert got[:3].tolist() == pytest.approx([0.3 * 0.5 + 0.7 * 1.0, 0.4, 0.2])
+    assert np.isnan(got[3])

@@ -25,13 +25,15 @@ def hvault(tmp_path: Path):
         yield v
 
 
-def test_every_record_gets_one_vector_and_they_survive_reopen(hvault) -> None:
+def test_every_record_gets_two_vectors_and_they_survive_reopen(hvault) -> None:
     hvault.ingest_many([f"note number {i} about the garden" for i in range(300)])
     assert hvault.vectors.count() == 300
+    assert hvault.own_vectors.count() == 300
     path = hvault.path
     hvault.close()
     with memctl.open_vault(path, passphrase=PASSPHRASE) as v:
         assert v.vectors.count() == 300
+        assert v.own_vectors.count() == 300
         assert v.default_mode() == "hybrid"
         hit = v.recall("garden note number 7", mode="vector", limit=1)[0]
         assert "garden" in hit["text"]
@@ -80,9 +82,115 @@ def test_erase_frees_the_vector(hvault) -> None:
     rid = hvault.ingest("forget me")
     hvault.ingest("keep me")
     receipt = hvault.erase([rid])
-    assert receipt["destroyed"]["vector_slots"] == 1
+    assert receipt["destroyed"]["vector_slots"] == 2  # own-text and with-context
     assert hvault.vectors.count() == 1
+    assert hvault.own_vectors.count() == 1
     assert all(h["id"] != rid for h in hvault.recall("forget me", mode="vector"))
+
+
+class CountingEmbedder:
+    """Wraps the vault's embedder and records how many texts each encode call got."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.dim = inner.dim
+        self.calls: list[int] = []
+
+    def encode(self, texts, **kw):
+        self.calls.append(len(texts))
+        return self.inner.encode(texts, **kw)
+
+
+def _rowid(vault, text: str) -> int:
+    return vault.conn.execute("SELECT rowid FROM records WHERE body = ?", (text,)).fetchone()[0]
+
+
+def test_own_vector_is_the_text_alone_and_reused_without_neighbours(hvault) -> None:
+    np = pytest.importorskip("numpy")
+    counting = CountingEmbedder(hvault.embedder)
+    hvault._embedder = counting
+    hvault.ingest_many(["a lone note about tulips", "another lone note about roses"])
+    assert counting.calls == [2]  # no neighbours: one text per record, not two
+    for text in ("a lone note about tulips", "another lone note about roses"):
+        r = _rowid(hvault, text)
+        assert np.array_equal(hvault.own_vectors.get(r), hvault.vectors.get(r))
+        assert np.allclose(hvault.own_vectors.get(r), counting.inner.encode([text])[0], atol=1e-6)
+    counting.calls.clear()
+    chat = ["I adopted a puppy", "what breed?", "a golden retriever"]
+    hvault.ingest_many([{"text": t, "source": "chat://c9"} for t in chat])
+    assert counting.calls == [6]  # own + with-context texts, one encode call
+    r = _rowid(hvault, "what breed?")
+    own, ctx = hvault.own_vectors.get(r), hvault.vectors.get(r)
+    assert np.allclose(own, counting.inner.encode(["what breed?"])[0], atol=1e-6)
+    expected_ctx = "what breed?\nI adopted a puppy\na golden retriever"
+    assert np.allclose(ctx, counting.inner.encode([expected_ctx])[0], atol=1e-6)
+
+
+def test_vector_score_mixes_own_and_context_cosines(hvault) -> None:
+    from memctl.recall import fusion
+    from memctl.vault import semantic
+
+    hvault.ingest_many(
+        [{"text": t, "source": "chat://c2"} for t in ["we went hiking", "where?", "the alps"]]
+    )
+    r = _rowid(hvault, "where?")
+    q = hvault.embedder.encode(["hiking in the alps"])[0]
+    own = float(hvault.own_vectors.get(r) @ q)
+    ctx = float(hvault.vectors.get(r) @ q)
+    want = fusion.VECTOR_OWN_WEIGHT * own + (1 - fusion.VECTOR_OWN_WEIGHT) * ctx
+    assert semantic.vector_scores(hvault, q, [r]) == [pytest.approx(want, abs=0.01)]
+    rid = hvault.conn.execute("SELECT id FROM records WHERE rowid = ?", (r,)).fetchone()[0]
+    hits = {h["id"]: h for h in hvault.recall("hiking in the alps", mode="vector", limit=3)}
+    assert hits[rid]["score"] == pytest.approx(want, abs=0.01)  # vector mode ranks by the mix
+
+
+def test_old_vault_gets_own_vectors_lazily(hvault) -> None:
+    """A vault from schema 3 (one vector per record) opens, ranks, and is filled by `model set`."""
+    np = pytest.importorskip("numpy")
+    chat = ["we adopted a cat", "what colour?", "ginger with white paws", "cute"]
+    hvault.ingest_many([{"text": t, "source": "chat://old"} for t in chat])
+    hvault.ingest("a lone note on the garden shed")
+    before = {r: hvault.vectors.get(r) for r in hvault.vectors.rowids().tolist()}
+    # turn it into a schema-3 vault: no own-text store
+    with hvault.transaction() as conn:
+        for table in ("vecown_slots", "vecown_pages", "vecown_meta"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("PRAGMA user_version = 3")
+    path = hvault.path
+    hvault.close()
+    with memctl.open_vault(path, passphrase=PASSPHRASE) as v:
+        assert v.conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert v.own_vectors.count() == 0 and v.vectors.count() == 5
+        hits = v.recall("ginger cat colour", mode="hybrid", limit=5)  # ranks on context alone
+        assert len(hits) == 5
+        v.ingest("a new note after the upgrade")  # new records get both vectors at once
+        assert v.own_vectors.count() == 1
+        counting = CountingEmbedder(v.embedder)
+        v._embedder = counting
+        assert v.set_model("hashing-64")["embedded"] == 5  # same model: only what is missing
+        assert sum(counting.calls) == 5  # own texts only; with-context vectors are kept
+        assert v.own_vectors.count() == 6 and v.vectors.count() == 6
+        for r, vec in before.items():
+            assert np.array_equal(v.vectors.get(r), vec)
+        r = _rowid(v, "what colour?")
+        assert np.allclose(
+            v.own_vectors.get(r), counting.inner.encode(["what colour?"])[0], atol=1e-6
+        )
+        assert v.set_model("hashing-64")["embedded"] == 0
+
+
+def test_vector_only_candidates_get_their_real_keyword_score(hvault) -> None:
+    from memctl.recall.filters import Filters
+    from memctl.recall.keyword import keyword_scores_for, keyword_search
+    from memctl.recall.query import build_match
+
+    hvault.ingest_many([f"apple note {i} " + "filler " * i for i in range(8)] + ["pear"])
+    match = build_match("apple")
+    hits = keyword_search(hvault.conn, "apple", filters=Filters(), limit=20)
+    want = {h["_rowid"]: h["score"] for h in hits}
+    got = keyword_scores_for(hvault.conn, match, [*want, _rowid(hvault, "pear")])
+    assert got == pytest.approx(want)  # same bm25 as the keyword search; no entry for "pear"
+    assert keyword_scores_for(hvault.conn, None, list(want)) == {}
 
 
 def test_model_pin_mismatch_is_refused(hvault) -> None:
@@ -115,10 +223,13 @@ def test_set_model_is_resumable(vault) -> None:
     with pytest.raises(Stop):
         vault.set_model("hashing-64", batch_size=20, progress=stop_after_one)
     assert vault.vectors.count() == 20  # the first batch committed
+    assert vault.own_vectors.count() == 20
     result = vault.set_model("hashing-64", batch_size=20)
     assert result["embedded"] == 30 and vault.vectors.count() == 50
     switched = vault.set_model("hashing-32")
     assert switched["embedded"] == 50 and vault.vectors.count() == 50
+    assert vault.own_vectors.count() == 50
+    assert vault.own_vectors.dim == 32
     assert vault.header.model["dim"] == 32
     assert vault.audit_verify()["ok"]
 

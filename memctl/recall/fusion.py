@@ -11,12 +11,13 @@ checked on 5-9), is five general ideas:
    record's own words still rank it first (:func:`context_text`).
 2. **Two vectors per record**: one of the record alone, one of the record with its nearest
    neighbours (``EMBED_CONTEXT_RADIUS``); a record's cosine is ``VECTOR_OWN_WEIGHT * own +
-   (1 - VECTOR_OWN_WEIGHT) * with_context`` (:func:`embedding_texts`, :func:`vector_scores`).
+   (1 - VECTOR_OWN_WEIGHT) * with_context`` (:func:`embedding_texts`, :func:`mix_cosines`).
 3. **Mix normalised scores, not ranks.** Each mode's score is divided by its best score for
    this query (1.0 = as good as this mode gets here) and the two are mixed linearly
-   (``KEYWORD_WEIGHT``). A record that only one mode found gets 0 from the other.
+   (``KEYWORD_WEIGHT``).
 4. **Score every candidate in both modes.** All vectors are resident, so a keyword candidate's
-   cosine costs a dot product: the vector side re-ranks keyword candidates too.
+   cosine costs a dot product: the vector side re-ranks keyword candidates too. A vector
+   candidate's bm25 is one FTS5 lookup by rowid: it gets its real keyword score, not 0.
 5. **Credit the thread.** A record whose conversation/document (its *group*) holds a strong
    candidate is more likely relevant: ``score += GROUP_WEIGHT * best mixed score in its group``.
    Optional: without groups the ranking is 1-4 alone.
@@ -57,10 +58,8 @@ VECTOR_OWN_WEIGHT = 0.3
 KEYWORD_CANDIDATES = 100
 VECTOR_CANDIDATES = 100
 #: Share of the keyword score in the mix; the vector score gets the rest. 0.6/0.7/0.8 differ by
-#: < 0.01 at R@5. The vault stores ONE vector per record (record + neighbours, H11); with it 0.7
-#: drops R@1 below bm25's (0.373 < 0.376) while 0.75 keeps hybrid >= keyword at every k
-#: (H13: 0.378/0.708/0.798/0.856 vs bm25 0.376/0.690/0.769/0.831; docs/quality.md).
-KEYWORD_WEIGHT = 0.75
+#: < 0.01 at R@5 (H5-H7). 0.7 with two vectors per record (docs/quality.md, H9 and round 2).
+KEYWORD_WEIGHT = 0.7
 #: Weight of the best mixed score in a record's group (session/document) added to its own.
 #: 0.2 and 0.4 are within 0.01; 0 loses ~0.015 at R@10.
 GROUP_WEIGHT = 0.4
@@ -70,8 +69,9 @@ GROUP_WEIGHT = 0.4
 class Hit:
     """One fused result. ``components`` explains the score (for ``recall --explain``).
 
-    Keys: ``keyword_rank``/``keyword_score`` (1-based rank and -bm25 in the keyword list, absent
-    if the keyword mode did not return it), ``vector_rank``/``vector_score`` (rank in the vector
+    Keys: ``keyword_rank``/``keyword_score`` (1-based rank in the keyword list, absent if the
+    keyword mode did not return it; -bm25, also given for a vector-only record that matches the
+    query), ``vector_rank``/``vector_score`` (rank in the vector
     list, absent if not in it; cosine always present), ``keyword_norm``/``vector_norm`` (the
     normalised scores that were mixed), ``group_boost`` (what the group added).
     """
@@ -114,6 +114,25 @@ def embedding_texts(title: str, body: str, near: Iterable[str] = ()) -> tuple[st
     return own, (own + "\n" + near_text) if near_text else own
 
 
+def mix_cosines(
+    own: Sequence[float] | np.ndarray,
+    with_context: Sequence[float] | np.ndarray,
+    own_weight: float = VECTOR_OWN_WEIGHT,
+) -> np.ndarray:
+    """Records' vector scores from their two cosines: ``w * own + (1 - w) * with_context``.
+
+    Aligned float arrays; NaN marks a missing vector. A record with one vector missing is
+    scored by the other alone (a vault made before the own-text store existed ranks as it
+    did); with both missing the score is NaN.
+    """
+    import numpy as np
+
+    a = np.asarray(own, dtype=np.float32)
+    b = np.asarray(with_context, dtype=np.float32)
+    a, b = np.where(np.isnan(a), b, a), np.where(np.isnan(b), a, b)
+    return own_weight * a + (1.0 - own_weight) * b
+
+
 def vector_scores(
     query: np.ndarray,
     own: np.ndarray,
@@ -127,7 +146,7 @@ def vector_scores(
     import numpy as np
 
     q = np.asarray(query, dtype=np.float32)
-    return own_weight * (own @ q) + (1.0 - own_weight) * (with_context @ q)
+    return mix_cosines(own @ q, with_context @ q, own_weight)
 
 
 def _ranked(pairs: Iterable[tuple[int, float]], limit: int) -> list[tuple[int, float]]:
@@ -146,6 +165,7 @@ def fuse(
     vector: Sequence[tuple[int, float]],
     *,
     cosine: Callable[[Sequence[int]], Sequence[float]] | None = None,
+    keyword_score: Callable[[Sequence[int]], Sequence[float]] | None = None,
     groups: Mapping[int, Hashable] | None = None,
     keyword_weight: float = KEYWORD_WEIGHT,
     group_weight: float = GROUP_WEIGHT,
@@ -160,6 +180,8 @@ def fuse(
     the record's vectors (:func:`vector_scores`). Either may be empty (the other mode alone then
     decides). ``cosine(rowids)`` returns the vector score (same :func:`vector_scores` mix) of
     records found only by keyword; without it they get 0 and rank on keywords alone.
+    ``keyword_score(rowids)`` likewise returns the keyword score (``-bm25``, 0 for no match) of
+    records found only by vector; without it they get 0 keyword.
     ``groups`` maps a rowid to its thread or document (any hashable); records without a group
     get no boost.
     """
@@ -177,6 +199,12 @@ def fuse(
         if len(values) != len(missing):
             raise ValueError("cosine() must return one value per rowid")
         cos.update(zip(missing, (float(v) for v in values), strict=True))
+    missing = [r for r in cos if r not in kw_score]
+    if missing and keyword_score is not None:
+        values = list(keyword_score(missing))
+        if len(values) != len(missing):
+            raise ValueError("keyword_score() must return one value per rowid")
+        kw_score.update(zip(missing, (float(v) for v in values), strict=True))
     rowids = list(dict.fromkeys([r for r, _ in kw] + [r for r, _ in vec]))
     if not rowids:
         return []
@@ -192,6 +220,7 @@ def fuse(
         comp: dict[str, float] = {"keyword_norm": kn, "vector_norm": vn, "cosine": cos[r]}
         if r in kw_rank:
             comp["keyword_rank"] = kw_rank[r]
+        if r in kw_rank or kw_score.get(r, 0.0) > 0:
             comp["keyword_score"] = kw_score[r]
         if r in vec_rank:
             comp["vector_rank"] = vec_rank[r]

@@ -153,7 +153,29 @@ def _m3_vectors(conn: Any) -> None:
     create_tables(conn)
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_m1_records, _m2_erasures, _m3_vectors]
+#: Table prefix of the second vector store: each record's own text (title + body) alone, next to
+#: the ``vec`` store of the record with its neighbours (memctl/vault/semantic.py).
+OWN_VECTORS_PREFIX = "vecown"
+
+
+def _m4_own_vectors(conn: Any) -> None:
+    """A second packed vector store, of records' own text (docs/quality.md, round 2).
+
+    Created empty: an existing vault ranks on its with-context vectors alone until the next
+    embedding pass (``memctl model set``, same model: only missing vectors are embedded) fills
+    it.
+    """
+    from memctl.store.vectors import create_tables
+
+    create_tables(conn, prefix=OWN_VECTORS_PREFIX)
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [
+    _m1_records,
+    _m2_erasures,
+    _m3_vectors,
+    _m4_own_vectors,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

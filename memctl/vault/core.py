@@ -239,6 +239,7 @@ class Vault:
         self.history = History(self)
         self._embedder: Any = None
         self._vectors: Any = None
+        self._own_vectors: Any = None
         self._dek_wrap_key = keys.dek_wrap
         self.conn = dbmod.connect(path / INDEX_NAME, keys.sqlcipher)
         try:
@@ -294,27 +295,47 @@ class Vault:
 
     @property
     def vectors(self) -> Any:
+        """The records' with-context vectors (own text + neighbours; store ``vec``)."""
         if self._vectors is None:
             from memctl.store.vectors import VectorStore
 
-            dim = int((self.header.model or {}).get("dim") or 0)
-            if not dim:
-                raise UsageError("this vault has no embedding model")
-            self._vectors = VectorStore(self.conn, dim)
+            self._vectors = VectorStore(self.conn, self._model_dim())
         return self._vectors
+
+    @property
+    def own_vectors(self) -> Any:
+        """The records' own-text vectors (title + body alone; store ``vecown``, migration 4)."""
+        if self._own_vectors is None:
+            from memctl.store.schema import OWN_VECTORS_PREFIX
+            from memctl.store.vectors import VectorStore
+
+            self._own_vectors = VectorStore(self.conn, self._model_dim(), prefix=OWN_VECTORS_PREFIX)
+        return self._own_vectors
+
+    def _vector_stores(self) -> tuple[Any, Any]:
+        return self.own_vectors, self.vectors
+
+    def _model_dim(self) -> int:
+        dim = int((self.header.model or {}).get("dim") or 0)
+        if not dim:
+            raise UsageError("this vault has no embedding model")
+        return dim
 
     def warm(self) -> None:
         """Load the model and the resident vectors now (the agent calls this)."""
         if self.header.model:
             _ = self.embedder
-            self.vectors.load()
+            for store in self._vector_stores():
+                store.load()
 
     def set_model(self, spec: str | None, *, batch_size: int = 256, progress: Any = None) -> dict:
         """Choose the embedding model and (re-)embed every record: explicit and resumable.
 
         A different model first drops every vector (two models' vectors are never mixed), then
         pins the new identity in the header; records without a vector are embedded in batches,
-        each its own transaction, so an interrupted run continues where it stopped.
+        each its own transaction, so an interrupted run continues where it stopped. The same
+        model keeps every vector and embeds only the missing ones (:meth:`embed_missing`): the
+        way a vault from before the own-text store (schema 4) gets its own vectors.
         """
         from memctl.journal import Event
         from memctl.vault.semantic import pin_for
@@ -328,8 +349,12 @@ class Vault:
             with self.lock():
                 with self.transaction() as conn:
                     # every vector of the old model goes (zeroed: secure_delete), with its layout
-                    for table in ("vec_slots", "vec_pages", "vec_meta"):
-                        conn.execute(f"DELETE FROM {table}")
+                    from memctl.store.schema import OWN_VECTORS_PREFIX
+                    from memctl.store.vectors import DEFAULT_PREFIX
+
+                    for prefix in (DEFAULT_PREFIX, OWN_VECTORS_PREFIX):
+                        for table in ("slots", "pages", "meta"):
+                            conn.execute(f"DELETE FROM {prefix}_{table}")
                     self.history.commit(
                         conn,
                         "model",
@@ -344,40 +369,73 @@ class Vault:
                 self.header = header
                 self._embedder = None
                 self._vectors = None
+                self._own_vectors = None
         if not pin:
             return {"model": None, "embedded": 0}
-        store = self.vectors
         if not same:
             with self.transaction():
-                store.set_model({k: pin[k] for k in ("name", "dim", "weights_sha256")})
-        import numpy as np
+                for store in self._vector_stores():
+                    store.set_model({k: pin[k] for k in ("name", "dim", "weights_sha256")})
+        return {"model": pin, "embedded": self.embed_missing(batch_size, progress=progress)}
 
+    def embed_missing(self, batch_size: int = 256, *, progress: Any = None) -> int:
+        """Embed every record that lacks a vector in either store; return how many were done.
+
+        Batches of ``batch_size`` records, each its own transaction (resumable). A record that
+        lacks its with-context vector gets both texts embedded in one ``encode`` call (one, if
+        it has no context); one that lacks only its own-text vector gets that one alone.
+        """
+        from memctl.recall import fusion
+        from memctl.vault.semantic import embed_pairs
+
+        own_store, ctx_store = self._vector_stores()
         done = 0
+        after = 0
         while True:
+            # in rowid order, each batch after the previous one: a record is tried once a call
             rows = self.conn.execute(
-                "SELECT r.rowid, r.title, r.body, r.context, r.namespace, r.source "
-                "FROM records r WHERE r.rowid NOT IN (SELECT record_rowid FROM vec_slots) "
+                "SELECT r.rowid, r.title, r.body, r.context, "
+                f"r.rowid IN (SELECT record_rowid FROM {own_store.prefix}_slots), "
+                f"r.rowid IN (SELECT record_rowid FROM {ctx_store.prefix}_slots) "
+                "FROM records r WHERE r.rowid > ? AND ("
+                f"r.rowid NOT IN (SELECT record_rowid FROM {own_store.prefix}_slots) OR "
+                f"r.rowid NOT IN (SELECT record_rowid FROM {ctx_store.prefix}_slots)) "
                 "ORDER BY r.rowid LIMIT ?",
-                (batch_size,),
+                (after, batch_size),
             ).fetchall()
             if not rows:
-                break
-            from memctl.recall import fusion
-
-            texts = [
-                fusion.embedding_texts(t or "", b, [c] if c else [])[1] for _, t, b, c, _, _ in rows
-            ]
-            matrix = self.embedder.encode(texts)
+                return done
+            after = rows[-1][0]
+            pairs = []
+            for _, title, body, context, _, has_ctx in rows:
+                own, ctx = fusion.embedding_texts(title or "", body, [context] if context else [])
+                pairs.append((own, own if has_ctx else ctx))  # one text when ctx is stored
+            vecs = embed_pairs(self.embedder, pairs)
             with self.transaction():
-                store.put_many([r[0] for r in rows], np.asarray(matrix))
+                self._put_vectors(
+                    {
+                        row[0]: (own, None if row[5] else ctx)
+                        for row, (own, ctx) in zip(rows, vecs, strict=True)
+                    }
+                )
             done += len(rows)
             if progress:
                 progress(len(rows))
-        return {"model": pin, "embedded": done}
 
-    def _embed_batch(self, batch: list[Prepared]) -> dict[int, Any]:
-        """Vectors for the items of ``batch`` that will be stored (not duplicates)."""
-        from memctl.vault.semantic import fill_context
+    def _put_vectors(self, put: dict[int, tuple[Any, Any]]) -> None:
+        """Store ``rowid -> (own vector, with-context vector or None)`` in the two stores."""
+        import numpy as np
+
+        own_store, ctx_store = self._vector_stores()
+        if put:
+            own_store.put_many(list(put), np.stack([v[0] for v in put.values()]))
+        ctx = {r: v[1] for r, v in put.items() if v[1] is not None}
+        if ctx:
+            ctx_store.put_many(list(ctx), np.stack(list(ctx.values())))
+
+    def _embed_batch(self, batch: list[Prepared]) -> dict[int, tuple[Any, Any]]:
+        """(own, with-context) vectors for the items of ``batch`` that will be stored."""
+        from memctl.vault.semantic import embed_pairs, fill_context
 
         texts = fill_context(self, batch)
         fresh = [
@@ -390,8 +448,7 @@ class Vault:
         ]
         if not fresh:
             return {}
-        matrix = self.embedder.encode([texts[i] for i in fresh])
-        return {i: matrix[j] for j, i in enumerate(fresh)}
+        return dict(zip(fresh, embed_pairs(self.embedder, [texts[i] for i in fresh]), strict=True))
 
     def _vault_event(self, op: str, payload: dict[str, Any]) -> None:
         """Journal a vault-level change (keys, policy, init) in its own transaction."""
@@ -484,7 +541,7 @@ class Vault:
         events: list[Any] = []
         vecs = self._embed_batch(batch) if self.header.model else {}
         with self.transaction() as conn:
-            put: dict[int, Any] = {}  # rowid -> vector; a later item of the batch wins
+            put: dict[int, Any] = {}  # rowid -> (own, context) vectors; a later item wins
             for i, p in enumerate(batch):
                 outcome, rid, rowid, event = self._write_one(conn, p, now)
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
@@ -494,9 +551,7 @@ class Vault:
                     if i in vecs:
                         put[rowid] = vecs[i]
             if put:
-                import numpy as np
-
-                self.vectors.put_many(list(put), np.stack(list(put.values())))
+                self._put_vectors(put)
             self.history.commit(conn, "ingest", events, actor=batch[0].actor)
         return summary
 
@@ -814,10 +869,10 @@ class Vault:
         )
 
     def _erase_vectors(self, conn: Any, rowids: list[int]) -> int:
-        """Free and zero the records' vector slots inside the erase transaction."""
+        """Free and zero the records' vector slots (both stores) inside the erase transaction."""
         if not self.header.model:
             return 0
-        return int(self.vectors.delete(rowids))
+        return sum(int(store.delete(rowids)) for store in self._vector_stores())
 
     def _journal_event_count(self, ids: list[str]) -> int:
         """How many of these records' journal events die with their data keys."""

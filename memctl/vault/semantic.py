@@ -1,8 +1,10 @@
 """Embeddings in the vault: the pinned model, neighbour context, vector and hybrid recall.
 
-Records are embedded with their nearest neighbours from the same source (the turns around a
-chat message, the chunks around a document chunk) and indexed with a wider context column —
-the measured recipe of ``memctl/recall/fusion.py`` (docs/quality.md), one vector per record.
+Each record has two vectors: its own text (title + body, store ``vecown``) and its text with its
+nearest neighbours from the same source (the turns around a chat message, the chunks around a
+document chunk; store ``vec``), and is indexed with a wider context column — the measured
+recipe of ``memctl/recall/fusion.py`` (docs/quality.md). A record without neighbours has one
+text: it is embedded once and the vector stored in both.
 """
 
 from __future__ import annotations
@@ -59,17 +61,18 @@ def load_pinned(pin: dict[str, Any]) -> Any:
 
 
 # -- ingest -------------------------------------------------------------------------------
-def fill_context(vault: Vault, batch: list[Prepared]) -> dict[int, str]:
-    """Give records without a context their neighbours' text; return each one's embedding text.
+def fill_context(vault: Vault, batch: list[Prepared]) -> dict[int, tuple[str, str]]:
+    """Give records without a context their neighbours' text; return their embedding texts.
 
     Neighbours are records of the same source (and namespace) in ingest order: earlier ones
-    already stored, and the others of this batch. Keys of the result are batch indexes.
+    already stored, and the others of this batch. Keys of the result are batch indexes, values
+    ``(own text, text with neighbours)`` (:func:`fusion.embedding_texts`).
     """
     by_source: dict[tuple[str, str], list[int]] = {}
     for i, p in enumerate(batch):
         if p.source:
             by_source.setdefault((p.namespace, p.source), []).append(i)
-    embed_text: dict[int, str] = {}
+    embed_text: dict[int, tuple[str, str]] = {}
     for (ns, source), idxs in by_source.items():
         earlier = [
             b
@@ -97,12 +100,28 @@ def fill_context(vault: Vault, batch: list[Prepared]) -> dict[int, str]:
             if p.context is None:
                 observed = datetime.fromisoformat(p.observed_at) if p.observed_at else None
                 p.context = fusion.context_text(wide, observed) or None
-            embed_text[i] = fusion.embedding_texts(p.title or "", p.text, near)[1]
+            embed_text[i] = fusion.embedding_texts(p.title or "", p.text, near)
     for i, p in enumerate(batch):
         if i not in embed_text:
             extra = [p.context] if p.context else []
-            embed_text[i] = fusion.embedding_texts(p.title or "", p.text, extra)[1]
+            embed_text[i] = fusion.embedding_texts(p.title or "", p.text, extra)
     return embed_text
+
+
+def embed_pairs(embedder: Any, pairs: Sequence[tuple[str, str]]) -> list[tuple[Any, Any]]:
+    """``(own vector, with-context vector)`` per ``(own text, with-context text)`` pair.
+
+    One ``encode`` call for all the distinct texts: a record without neighbours (both texts
+    equal) costs one embedding, and its vector goes into both stores.
+    """
+    index: dict[str, int] = {}
+    for own, ctx in pairs:
+        index.setdefault(own, len(index))
+        index.setdefault(ctx, len(index))
+    if not index:
+        return []
+    matrix = embedder.encode(list(index))
+    return [(matrix[index[own]], matrix[index[ctx]]) for own, ctx in pairs]
 
 
 # -- recall ---------------------------------------------------------------------------------
@@ -115,18 +134,46 @@ def allowed_rowids(vault: Vault, filters: Filters) -> set[int] | None:
     }
 
 
+def vector_scores(vault: Vault, qvec: Any, rowids: Sequence[int]) -> list[float]:
+    """The records' vector scores: ``fusion.mix_cosines`` of their two cosines (0 if none)."""
+    import math
+
+    ids = list(rowids)
+    if not ids:
+        return []
+    own = vault.own_vectors.score_rowids(qvec, ids)
+    ctx = vault.vectors.score_rowids(qvec, ids)
+    return [0.0 if math.isnan(s) else float(s) for s in fusion.mix_cosines(own, ctx).tolist()]
+
+
 def vector_candidates(vault: Vault, qvec: Any, filters: Filters, k: int) -> list[tuple[int, float]]:
-    store = vault.vectors
+    """The top ``k`` records by vector score (best first, ties by rowid).
+
+    Candidates are the top ``max(k, VECTOR_CANDIDATES)`` of each store (own text, with
+    context), re-scored with both.
+    """
     allowed = allowed_rowids(vault, filters)
     if allowed is not None and not allowed:
         return []
-    return [(int(r), float(s)) for r, s in store.search(qvec, k, allowed_rowids=allowed)]
+    n = max(k, fusion.VECTOR_CANDIDATES)
+    pool: dict[int, None] = {}
+    for store in (vault.vectors, vault.own_vectors):
+        for r, _ in store.search(qvec, n, allowed_rowids=allowed):
+            pool[int(r)] = None
+    ids = list(pool)
+    ranked = sorted(zip(ids, vector_scores(vault, qvec, ids), strict=True), key=_best_first)
+    return ranked[:k]
+
+
+def _best_first(pair: tuple[int, float]) -> tuple[float, int]:
+    return -pair[1], pair[0]
 
 
 def recall(
     vault: Vault, query: str, *, mode: str, filters: Filters, limit: int
 ) -> list[dict[str, Any]]:
-    from memctl.recall.keyword import keyword_search
+    from memctl.recall.keyword import keyword_scores_for, keyword_search
+    from memctl.recall.query import build_match
     from memctl.vault.records import row_to_dict
 
     qvec = vault.embedder.encode([query])[0]
@@ -141,18 +188,24 @@ def recall(
             hit["explain"] = {"vector": {"rank": rank, "score": score}}
             hits.append(hit)
         return hits
+    match = build_match(query)
     kw_hits = keyword_search(
-        vault.conn, query, filters=filters, limit=fusion.KEYWORD_CANDIDATES, snippets=True
+        vault.conn,
+        query,
+        filters=filters,
+        limit=fusion.KEYWORD_CANDIDATES,
+        snippets=True,
+        match=match,
     )
     keyword = [(h["_rowid"], h["score"]) for h in kw_hits]
     vector = vector_candidates(vault, qvec, filters, fusion.VECTOR_CANDIDATES)
-    store = vault.vectors
 
     def cosine(rowids: Sequence[int]) -> list[float]:
-        import numpy as np
+        return vector_scores(vault, qvec, rowids)
 
-        scores = store.score_rowids(qvec, list(rowids))
-        return [0.0 if np.isnan(s) else float(s) for s in scores]
+    def keyword_score(rowids: Sequence[int]) -> list[float]:
+        scores = keyword_scores_for(vault.conn, match, list(rowids))
+        return [scores.get(r, 0.0) for r in rowids]
 
     rows_needed = {r for r, _ in keyword} | {r for r, _ in vector}
     by_rowid = {h["_rowid"]: h for h in kw_hits}
@@ -163,7 +216,9 @@ def recall(
         src = by_rowid[rowid]["source"] if rowid in by_rowid else extra[rowid][7]
         if src:
             groups[rowid] = src
-    fused = fusion.fuse(keyword, vector, cosine=cosine, groups=groups, limit=limit)
+    fused = fusion.fuse(
+        keyword, vector, cosine=cosine, keyword_score=keyword_score, groups=groups, limit=limit
+    )
     hits = []
     for rank, f in enumerate(fused, 1):
         hit = dict(by_rowid[f.rowid]) if f.rowid in by_rowid else row_to_dict(extra[f.rowid])
