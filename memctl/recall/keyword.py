@@ -1,4 +1,19 @@
-"""Keyword recall: FTS5 bm25 over (title, body, tags, context), filters applied in SQL."""
+"""Keyword recall: FTS5 bm25 over (title, body, tags, context), filters applied in SQL.
+
+The exact query ORs every term and lets FTS5 score every row that holds any of them: with a
+common term in the query that is a large share of the table (28 ms p50 at 100k records). On
+large tables the search is pruned. The query's terms are split into rare ``R`` and common
+``C`` (held by more than ``COMMON_SHARE`` of the rows); the candidates are the rows holding a
+rare term, and each gets its exact full-query bm25. FTS5's bm25 is a sum of per-phrase
+contributions, each with its table-wide IDF, so the full score of a candidate is::
+
+    bm25(MATCH "R")              if it holds no common term (those phrases add 0)
+    bm25(MATCH "(R) AND (C)")    if it holds one: the same phrases as the full query
+
+Only rows holding a rare term are scored. What is given up: a row holding only common terms
+is never a candidate, even when exact bm25 would rank it high (many repetitions in a short
+record). Measured by ``memctl bench core`` (``keyword_top10_vs_exact``); see docs/usage.md.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +21,25 @@ from typing import Any
 
 from memctl.recall import fusion
 from memctl.recall.filters import Filters
-from memctl.recall.query import build_match
+from memctl.recall.query import build_match, fts_term, query_terms
 from memctl.vault.records import RECORD_COLUMNS, row_to_dict
 
 # bm25 column weights: title, body, tags, context (measured: docs/quality.md). The context column
 # (headings, neighbouring turns) helps find a record but must not outrank its own words.
 BM25_WEIGHTS = fusion.BM25_WEIGHTS
+
+#: Prune only tables at least this large (below it the exact query is a few ms).
+PRUNE_MIN_ROWS = 20_000
+#: Prune only for top-k queries up to this k (erase's "every match" queries stay exact).
+PRUNE_MAX_LIMIT = 1000
+#: A term is common when more than this share of the rows hold it. Prefix terms always are.
+COMMON_SHARE = 0.02
+
+_SNIPPET = "snippet(records_fts, 1, '[', ']', '…', 16)"
+
+
+def _weights() -> str:
+    return ", ".join(str(w) for w in BM25_WEIGHTS)
 
 
 def keyword_search(
@@ -22,50 +50,124 @@ def keyword_search(
     limit: int,
     snippets: bool = True,
     match: str | None = None,
+    prune: bool = True,
 ) -> list[dict[str, Any]]:
-    """Top ``limit`` records by bm25. Scores are ``-bm25`` (higher is better)."""
+    """Top ``limit`` records by bm25. Scores are ``-bm25`` (higher is better).
+
+    ``prune=False`` forces the exact query (the bench compares the two). A caller-built
+    ``match`` is never pruned: its terms are not known here.
+    """
+    terms = query_terms(query) if match is None and prune else []
     match = match if match is not None else build_match(query)
     if match is None:
         return []
+    if terms:
+        scored = _pruned(conn, terms, filters, limit)
+        if scored is not None:
+            return _hits(conn, scored, match, snippets)
     where, params = filters.sql("r")
-    weights = ", ".join(str(w) for w in BM25_WEIGHTS)
-    snippet = "snippet(records_fts, 1, '[', ']', '…', 16)" if snippets else "NULL"
+    snippet = _SNIPPET if snippets else "NULL"
     sql = (
-        f"SELECT {RECORD_COLUMNS}, -bm25(records_fts, {weights}) AS score, {snippet} "
+        f"SELECT {RECORD_COLUMNS}, -bm25(records_fts, {_weights()}) AS score, {snippet} "
         f"FROM records_fts JOIN records r ON r.rowid = records_fts.rowid "
         f"WHERE records_fts MATCH ? AND {where} "
-        f"ORDER BY bm25(records_fts, {weights}) LIMIT ?"
+        f"ORDER BY bm25(records_fts, {_weights()}) LIMIT ?"
     )
     rows = conn.execute(sql, [match, *params, limit]).fetchall()
-    hits = []
-    for rank, row in enumerate(rows, 1):
-        hit = row_to_dict(row)
-        hit["score"] = float(row[18])
-        hit["snippet"] = row[19]
-        hit["explain"] = {"keyword": {"rank": rank, "score": float(row[18])}}
-        hits.append(hit)
-    return hits
+    return [_hit(row, rank, row[18], row[19]) for rank, row in enumerate(rows, 1)]
 
 
-def keyword_scores_for(conn: Any, match: str | None, rowids: list[int]) -> dict[int, float]:
-    """``-bm25`` of the given records for ``match`` (the MATCH expression of the keyword query).
+def _hit(row: Any, rank: int, score: float, snippet: str | None) -> dict[str, Any]:
+    hit = row_to_dict(row)
+    hit["score"] = float(score)
+    hit["snippet"] = snippet
+    hit["explain"] = {"keyword": {"rank": rank, "score": float(score)}}
+    return hit
 
-    Records that do not match are absent. bm25's statistics are the whole index's, so the
-    scores compare with :func:`keyword_search`'s: hybrid recall uses this to give a record found
-    only by vector its real keyword score (one FTS5 lookup per rowid, ``rowid IN (...)``).
+
+def _common_terms(conn: Any, terms: list[str], cap: int) -> list[str]:
+    """The terms more than ``cap`` rows hold (exact with the index's tokenizer), and prefixes.
+
+    One statement; each term reads at most ``cap + 1`` entries of its doclist, no row is
+    scored. (The fts5vocab table would need the porter-stemmed term, and counts a common
+    term's whole doclist.)
     """
-    if match is None or not rowids:
-        return {}
-    weights = ", ".join(str(w) for w in BM25_WEIGHTS)
-    ids = list(dict.fromkeys(int(r) for r in rowids))
-    out: dict[int, float] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for rowid, score in conn.execute(
-            f"SELECT rowid, -bm25(records_fts, {weights}) FROM records_fts "
-            f"WHERE records_fts MATCH ? AND rowid IN ({marks})",
-            [match, *chunk],
-        ):
-            out[int(rowid)] = float(score)
-    return out
+    words = [t for t in terms if not t.endswith("*")]
+    if not words:
+        return list(terms)
+    probe = "(SELECT rowid FROM records_fts WHERE records_fts MATCH ? LIMIT 1 OFFSET ?) IS NOT NULL"
+    args: list[Any] = []
+    for t in words:
+        args += [fts_term(t), cap]
+    over = conn.execute("SELECT " + ", ".join([probe] * len(words)), args).fetchone()
+    common = {t for t, o in zip(words, over, strict=True) if o}
+    return [t for t in terms if t.endswith("*") or t in common]
+
+
+def _pruned(
+    conn: Any, terms: list[str], filters: Filters, limit: int
+) -> list[tuple[int, float]] | None:
+    """``[(rowid, score)]`` best first, scored among rows holding a rare term; None: go exact.
+
+    None when ``limit`` is large, the table is small, every term is rare (the exact query
+    then scores only rare rows anyway), no term is rare, or fewer than ``limit`` candidates
+    pass the filters.
+    """
+    if limit > PRUNE_MAX_LIMIT:
+        return None
+    # max(rowid) is one b-tree descent; count(*) reads every page of an index (0.3 ms at
+    # 100k once FTS pages have pushed it out of the cache). It is an upper bound on the row
+    # count, exact unless records were erased: a larger bound only makes fewer terms common.
+    (rows,) = conn.execute("SELECT max(rowid) FROM records").fetchone()
+    if not rows or rows < PRUNE_MIN_ROWS:
+        return None
+    cap = int(COMMON_SHARE * rows)
+    common = _common_terms(conn, terms, cap)
+    if not common or len(common) == len(terms):
+        return None
+    rare = " OR ".join(fts_term(t) for t in terms if t not in common)
+    where, params = filters.sql("r")
+    # the join costs a records row lookup per candidate: only when something filters
+    join = "" if filters.is_empty() else "JOIN records r ON r.rowid = records_fts.rowid "
+    sql = (
+        f"SELECT records_fts.rowid, -bm25(records_fts, {_weights()}) FROM records_fts {join}"
+        f"WHERE records_fts MATCH ? AND {where}"
+    )
+    scores = dict(conn.execute(sql, [rare, *params]).fetchall())
+    if len(scores) < limit:
+        return None
+    # A row holding no common term scores its rare part alone. One holding both is scored
+    # by "(R) AND (C)", whose phrases are exactly the full query's: the same sum.
+    both = f"({rare}) AND ({' OR '.join(fts_term(t) for t in common)})"
+    rescore = (
+        f"SELECT rowid, -bm25(records_fts, {_weights()}) FROM records_fts WHERE records_fts MATCH ?"
+    )
+    for rowid, score in conn.execute(rescore, [both]):
+        if rowid in scores:
+            scores[rowid] = score
+    ranked = sorted(scores.items(), key=lambda x: (-x[1], x[0]))
+    return ranked[:limit]
+
+
+def _hits(
+    conn: Any, scored: list[tuple[int, float]], match: str, snippets: bool
+) -> list[dict[str, Any]]:
+    """The hit dicts for already-scored rowids, with snippets for the full query."""
+    if not scored:
+        return []
+    marks = ",".join("?" * len(scored))
+    ids = [rowid for rowid, _ in scored]
+    if snippets:
+        sql = (
+            f"SELECT {RECORD_COLUMNS}, {_SNIPPET} "
+            f"FROM records_fts JOIN records r ON r.rowid = records_fts.rowid "
+            f"WHERE records_fts MATCH ? AND records_fts.rowid IN ({marks})"
+        )
+        args = [match, *ids]
+    else:
+        sql = f"SELECT {RECORD_COLUMNS}, NULL FROM records r WHERE r.rowid IN ({marks})"
+        args = ids
+    by_rowid = {row[0]: row for row in conn.execute(sql, args)}
+    # a record erased by another process between the statements is simply not returned
+    found = [(by_rowid[rowid], score) for rowid, score in scored if rowid in by_rowid]
+    return [_hit(row, rank, score, row[18]) for rank, (row, score) in enumerate(found, 1)]

@@ -1,0 +1,173 @@
+"""Pruned keyword search: exact bm25 for every candidate, exact fallbacks, filters kept.
+
+The thresholds are lowered so a 200-record vault prunes: ``alpha`` and ``beta`` are common
+(held by more than 10% of the rows), ``zeta``, ``kappa`` and ``omega`` are rare.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from memctl.recall import keyword as kw
+from memctl.recall.filters import Filters
+from memctl.recall.query import fts_term
+
+N = 200
+RARE = {"zeta": 6, "kappa": 9, "omega": 14}
+COMMON = {"alpha": 0.15, "beta": 0.12}
+# short, holding common words only, repeated: exact bm25 ranks it first for "alpha beta ..."
+REPEATER = "alpha beta alpha beta alpha beta"
+
+
+def _texts() -> list[str]:
+    rng = random.Random(7)
+    rare_rows = {w: set(rng.sample(range(N), k)) for w, k in RARE.items()}
+    texts = []
+    for i in range(N):
+        words = [f"filler{rng.randrange(60)}" for _ in range(rng.randrange(6, 20))]
+        for w, share in COMMON.items():
+            if rng.random() < share:
+                words.insert(rng.randrange(len(words) + 1), w)
+        for w, rows in rare_rows.items():
+            if i in rows:
+                words.insert(rng.randrange(len(words) + 1), w)
+        texts.append(" ".join(words))
+    return texts
+
+
+@pytest.fixture
+def vault(vault):
+    texts = _texts()
+    items = [{"text": t, "namespace": ("work", "home")[i % 2]} for i, t in enumerate(texts)]
+    vault.ingest_many([*items, {"text": REPEATER, "namespace": "work"}])
+    return vault
+
+
+@pytest.fixture
+def prune_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kw, "PRUNE_MIN_ROWS", 100)
+    monkeypatch.setattr(kw, "COMMON_SHARE", 0.1)
+
+
+def _search(vault, query: str, limit: int, *, prune: bool, filters: Filters | None = None):
+    return kw.keyword_search(
+        vault.conn, query, filters=filters or Filters(), limit=limit, prune=prune
+    )
+
+
+def _candidates(vault, words: list[str], namespace: str | None = None) -> set[str]:
+    """Ids of the records holding one of ``words`` (the pruned search's candidates)."""
+    sql = "SELECT id, body, namespace FROM records"
+    return {
+        rid
+        for rid, body, ns in vault.conn.execute(sql)
+        if set(body.split()) & set(words) and namespace in (None, ns)
+    }
+
+
+def test_the_table_is_split_as_intended(vault, prune_small) -> None:
+    cap = int(kw.COMMON_SHARE * (N + 1))
+    terms = ["alpha", "beta", "zeta", "kappa", "omega", "alph*"]
+    assert kw._common_terms(vault.conn, terms, cap) == ["alpha", "beta", "alph*"]
+
+
+def test_pruned_scores_are_the_exact_scores_of_the_candidates(vault, prune_small) -> None:
+    query = "alpha zeta beta kappa"
+    assert kw._pruned(vault.conn, ["alpha", "zeta", "beta", "kappa"], Filters(), 5)
+    pruned = _search(vault, query, 5, prune=True)
+    exact = _search(vault, query, 1000, prune=False)
+    candidates = _candidates(vault, ["zeta", "kappa"])
+    expected = [h for h in exact if h["id"] in candidates][:5]
+    assert [h["id"] for h in pruned] == [h["id"] for h in expected]
+    for got, want in zip(pruned, expected, strict=True):
+        assert got["score"] == pytest.approx(want["score"], rel=1e-12)
+        assert got["snippet"] == want["snippet"]
+        assert set(got) == set(want)
+    assert [h["explain"]["keyword"]["rank"] for h in pruned] == [1, 2, 3, 4, 5]
+
+
+def test_rescoring_identities_hold_in_fts5(vault) -> None:
+    """The facts pruning rests on: bm25 sums per-phrase terms with table-wide IDF."""
+    w = ", ".join(str(x) for x in kw.BM25_WEIGHTS)
+    rare = f"{fts_term('zeta')} OR {fts_term('kappa')}"
+    common = f"{fts_term('alpha')} OR {fts_term('beta')}"
+    full = f"{fts_term('alpha')} OR {fts_term('zeta')} OR {fts_term('beta')} OR {fts_term('kappa')}"
+
+    def bm25(match: str) -> dict[int, float]:
+        sql = f"SELECT rowid, bm25(records_fts, {w}) FROM records_fts WHERE records_fts MATCH ?"
+        return dict(vault.conn.execute(sql, [match]).fetchall())
+
+    exact, r, rc, r_full = (
+        bm25(m) for m in (full, rare, f"({rare}) AND ({common})", f"({rare}) AND ({full})")
+    )
+    assert len(r) == 15 - len(_candidates(vault, ["zeta"]) & _candidates(vault, ["kappa"]))
+    assert 0 < len(rc) < len(r)  # some candidates hold a common term, some do not
+    for rowid, score in r.items():
+        assert rc.get(rowid, score) == pytest.approx(exact[rowid], rel=1e-12)
+        assert r_full[rowid] - score == pytest.approx(exact[rowid], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("query", "limit", "why"),
+    [
+        ("alpha beta", 5, "no rare term"),
+        ("zeta kappa", 5, "no common term"),
+        ("alpha zeta", 10, "6 candidates, fewer than the limit"),
+        ("alpha omega", 2000, "limit above PRUNE_MAX_LIMIT"),
+    ],
+)
+def test_fallbacks_are_the_exact_query(vault, prune_small, query, limit, why) -> None:
+    terms = query.split()
+    assert kw._pruned(vault.conn, terms, Filters(), limit) is None, why
+    got = _search(vault, query, limit, prune=True)
+    exact = _search(vault, query, limit, prune=False)
+    assert got == exact
+    assert got
+
+
+def test_small_tables_are_not_pruned(vault) -> None:
+    assert kw.PRUNE_MIN_ROWS > N + 1
+    assert kw._pruned(vault.conn, ["alpha", "omega"], Filters(), 5) is None
+
+
+def test_prefix_terms_count_as_common(vault, prune_small) -> None:
+    pruned = _search(vault, "alph* omega", 5, prune=True)
+    candidates = _candidates(vault, ["omega"])
+    exact = [h for h in _search(vault, "alph* omega", 1000, prune=False) if h["id"] in candidates]
+    assert [h["id"] for h in pruned] == [h["id"] for h in exact[:5]]
+
+
+def test_filters_apply_to_pruned_results(vault, prune_small) -> None:
+    query = "alpha omega kappa"
+    home = Filters.build(namespace="home")
+    pruned = _search(vault, query, 3, prune=True, filters=home)
+    assert kw._pruned(vault.conn, query.split(), home, 3) is not None
+    candidates = _candidates(vault, ["omega", "kappa"], namespace="home")
+    exact = _search(vault, query, 1000, prune=False, filters=home)
+    expected = [h for h in exact if h["id"] in candidates][:3]
+    assert [h["id"] for h in pruned] == [h["id"] for h in expected]
+    assert {h["namespace"] for h in pruned} == {"home"}
+    # a filter leaving fewer candidates than the limit falls back to the exact query
+    few = Filters.build(namespace="home", tags="nothing-has-this-tag")
+    assert kw._pruned(vault.conn, query.split(), few, 3) is None
+    assert _search(vault, query, 3, prune=True, filters=few) == []
+
+
+def test_recall_through_the_vault_prunes(vault, prune_small) -> None:
+    hits = vault.recall("alpha beta zeta kappa omega", mode="keyword", limit=5)
+    candidates = _candidates(vault, ["zeta", "kappa", "omega"])
+    assert len(hits) == 5
+    assert {h["id"] for h in hits} <= candidates
+
+
+def test_known_approximation_a_common_words_only_record_is_missed(vault, prune_small) -> None:
+    """Exact bm25 ranks the short record repeating two common words first; pruning never
+    sees it, because it holds no rare term. This is the price of pruning (docs/usage.md)."""
+    query = "alpha beta omega"
+    exact = _search(vault, query, 5, prune=False)
+    pruned = _search(vault, query, 5, prune=True)
+    assert exact[0]["text"] == REPEATER
+    assert REPEATER not in {h["text"] for h in pruned}
+    assert {h["id"] for h in pruned} <= _candidates(vault, ["omega"])
