@@ -101,6 +101,11 @@ class CountingEmbedder:
         return self.inner.encode(texts, **kw)
 
 
+# Vectors are stored as int8 codes x a per-vector scale (docs/vectors.md, format 2): a unit
+# vector reads back within half a quantisation step (max|x| / 254 <= 1 / 254) per component.
+Q8 = 1 / 254
+
+
 def _rowid(vault, text: str) -> int:
     return vault.conn.execute("SELECT rowid FROM records WHERE body = ?", (text,)).fetchone()[0]
 
@@ -114,16 +119,16 @@ def test_own_vector_is_the_text_alone_and_reused_without_neighbours(hvault) -> N
     for text in ("a lone note about tulips", "another lone note about roses"):
         r = _rowid(hvault, text)
         assert np.array_equal(hvault.own_vectors.get(r), hvault.vectors.get(r))
-        assert np.allclose(hvault.own_vectors.get(r), counting.inner.encode([text])[0], atol=1e-6)
+        assert np.allclose(hvault.own_vectors.get(r), counting.inner.encode([text])[0], atol=Q8)
     counting.calls.clear()
     chat = ["I adopted a puppy", "what breed?", "a golden retriever"]
     hvault.ingest_many([{"text": t, "source": "chat://c9"} for t in chat])
     assert counting.calls == [6]  # own + with-context texts, one encode call
     r = _rowid(hvault, "what breed?")
     own, ctx = hvault.own_vectors.get(r), hvault.vectors.get(r)
-    assert np.allclose(own, counting.inner.encode(["what breed?"])[0], atol=1e-6)
+    assert np.allclose(own, counting.inner.encode(["what breed?"])[0], atol=Q8)
     expected_ctx = "what breed?\nI adopted a puppy\na golden retriever"
-    assert np.allclose(ctx, counting.inner.encode([expected_ctx])[0], atol=1e-6)
+    assert np.allclose(ctx, counting.inner.encode([expected_ctx])[0], atol=Q8)
 
 
 def test_vector_score_mixes_own_and_context_cosines(hvault) -> None:
@@ -174,7 +179,7 @@ def test_old_vault_gets_own_vectors_lazily(hvault) -> None:
             assert np.array_equal(v.vectors.get(r), vec)
         r = _rowid(v, "what colour?")
         assert np.allclose(
-            v.own_vectors.get(r), counting.inner.encode(["what colour?"])[0], atol=1e-6
+            v.own_vectors.get(r), counting.inner.encode(["what colour?"])[0], atol=Q8
         )
         assert v.set_model("hashing-64")["embedded"] == 0
 

@@ -1,4 +1,5 @@
-"""The packed vector store: allocator invariants, zeroing, persistence, search quality."""
+"""The packed vector store: allocator invariants, zeroing, persistence, search quality,
+conversion of format-1 stores."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from memctl.errors import ModelError, UsageError
+from memctl.errors import CorruptVault, ModelError, UsageError
 from memctl.store import vectors as vectors_mod
-from memctl.store.vectors import VectorStore, create_tables
+from memctl.store.vectors import VectorStore, create_tables, dequantise, quantise
 
 
 def unit_rows(seed: int, n: int, dim: int) -> np.ndarray:
@@ -22,6 +23,21 @@ def unit_rows(seed: int, n: int, dim: int) -> np.ndarray:
     m = rng.standard_normal((n, dim)).astype(np.float32)
     m /= np.linalg.norm(m, axis=1, keepdims=True)
     return m
+
+
+def stored(mat: np.ndarray) -> np.ndarray:
+    """What format 2 keeps of float32 rows: their int8 codes times their scale."""
+    mat = np.atleast_2d(mat)
+    out = dequantise(np, *quantise(np, mat))
+    # the quantisation error is at most half a step per component
+    step = np.abs(mat).max(axis=1, keepdims=True) / 127
+    assert (np.abs(out - mat) <= step / 2 + 1e-7).all()
+    return out
+
+
+def code_bytes(vec: np.ndarray) -> bytes:
+    """The int8 codes of one vector as stored on disk."""
+    return quantise(np, vec[None])[0][0].tobytes()
 
 
 def mem_conn() -> sqlite3.Connection:
@@ -135,7 +151,7 @@ class VectorStoreMachine(RuleBasedStateMachine):
             return
         for rowid, vec in self.model.items():
             got = self.store.get(rowid)
-            assert got is not None and np.array_equal(got, vec)
+            assert got is not None and np.array_equal(got, stored(vec)[0])
         assert sorted(self.store.rowids().tolist()) == sorted(self.model)
 
     @invariant()
@@ -167,8 +183,7 @@ def test_freed_slot_is_zero_in_the_stored_page() -> None:
     slot = store.slot_of(2)
     assert store.delete([2]) == 1
     head, data = conn.execute("SELECT head, data FROM vec_pages WHERE page_no = 0").fetchone()
-    row = 16 * 4
-    assert data[slot * row : (slot + 1) * row] == bytes(row)
+    assert data == b""  # format 2 keeps no float32 copy
     spp = 4
     assert head[slot * 8 : slot * 8 + 8] == bytes(8)  # rowid
     assert head[8 * spp + slot * 4 : 8 * spp + slot * 4 + 4] == bytes(4)  # scale
@@ -178,7 +193,7 @@ def test_freed_slot_is_zero_in_the_stored_page() -> None:
 
 
 def test_deleted_vector_bytes_leave_the_database_file(tmp_path: Path) -> None:
-    """After delete, commit and a checkpoint, the float32 bytes are nowhere in the file."""
+    """After delete, commit and a checkpoint, the vector's int8 codes are nowhere in the file."""
     path = tmp_path / "v.db"
     conn = file_conn(path)
     conn.execute("PRAGMA secure_delete = ON")
@@ -187,14 +202,15 @@ def test_deleted_vector_bytes_leave_the_database_file(tmp_path: Path) -> None:
     store.put_many(range(1, 21), mat)
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    marker = mat[4].tobytes()
+    marker = code_bytes(mat[4])
     assert marker in path.read_bytes()
+    assert mat[4].tobytes() not in path.read_bytes()  # no float32 copy on disk
     store.delete([5])
     store.compact(threshold=1.01)  # also exercises moving vectors and dropping tail pages
     conn.commit()
     assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
     assert marker not in path.read_bytes()
-    assert mat[0].tobytes() in path.read_bytes()  # the oracle can find what is still there
+    assert code_bytes(mat[0]) in path.read_bytes()  # the oracle can find what is still there
 
 
 # ---------------------------------------------------------------- persistence
@@ -214,11 +230,11 @@ def test_vectors_survive_close_and_reopen(tmp_path: Path) -> None:
     store = VectorStore(conn, 24)
     assert store.count() == 300
     assert store.model() == {"name": "memctl/hashing-24", "dim": 24, "weights_sha256": "ab" * 32}
-    assert np.array_equal(store.get(10), mat[0])
-    assert np.array_equal(store.get(309), mat[299])
+    assert np.array_equal(store.get(10), stored(mat[0])[0])
+    assert np.array_equal(store.get(309), stored(mat[299])[0])
     assert store.search(mat[123], 1)[0][0] == 133
     rowids, matrix = store.all_vectors()
-    assert np.array_equal(matrix[np.argsort(rowids)], mat)
+    assert np.array_equal(matrix[np.argsort(rowids)], stored(mat))
 
 
 def test_sqlcipher_connection_with_raw_key(tmp_path: Path) -> None:
@@ -238,11 +254,11 @@ def test_sqlcipher_connection_with_raw_key(tmp_path: Path) -> None:
     store.put_many(range(1, 51), mat)
     conn.commit()
     conn.close()
-    assert mat[0].tobytes() not in path.read_bytes()  # encrypted at rest
+    assert code_bytes(mat[0]) not in path.read_bytes()  # encrypted at rest
 
     conn = connect(key)
     store = VectorStore(conn, 32)
-    assert np.array_equal(store.get(7), mat[6])
+    assert np.array_equal(store.get(7), stored(mat[6])[0])
     assert store.search(mat[20], 1)[0][0] == 21
     conn.close()
     bad = connect(secrets.token_hex(32))
@@ -338,7 +354,7 @@ def test_compaction_keeps_every_vector() -> None:
         if rowid in gone:
             assert got is None
         else:
-            assert np.array_equal(got, mat[rowid - 1])
+            assert np.array_equal(got, stored(mat[rowid - 1])[0])
             assert store.search(mat[rowid - 1], 1)[0][0] == rowid
 
 
@@ -370,10 +386,10 @@ def test_quantised_top10_agrees_with_exact() -> None:
         got = [r for r, _ in store.search(q, 10)]
         assert len(got) == 10
         recalls.append(len(set(got) & set(exact.tolist())) / 10)
-    assert np.mean(recalls) >= 0.95
-    # exact_search is the float32 reference
+    assert np.mean(recalls) >= 0.95  # against the float32 vectors, which are not stored
+    # exact_search scores every stored (dequantised) vector
     ref = store.exact_search(queries[0], 10)
-    assert [r for r, _ in ref] == (np.argsort(-(mat @ queries[0]))[:10] + 1).tolist()
+    assert [r for r, _ in ref] == (np.argsort(-(stored(mat) @ queries[0]))[:10] + 1).tolist()
 
 
 def test_search_with_allowed_rowids_and_scores_sorted() -> None:
@@ -456,8 +472,8 @@ def test_prefixed_stores_are_independent() -> None:
     mat = unit_rows(8, 6, 16)
     own.put_many([1, 2, 3], mat[:3])
     ctx.put_many([1, 2, 3], mat[3:])
-    assert np.array_equal(own.get(1), mat[0])
-    assert np.array_equal(ctx.get(1), mat[3])
+    assert np.array_equal(own.get(1), stored(mat[0])[0])
+    assert np.array_equal(ctx.get(1), stored(mat[3])[0])
     ctx.delete([2])
     assert own.count() == 3 and ctx.count() == 2
     assert own.check() == [] and ctx.check() == []
@@ -477,3 +493,197 @@ def test_score_rowids_matches_exact_cosines() -> None:
     assert got[0] == pytest.approx(float(mat[4] @ q), abs=0.01)
     assert got[2] == pytest.approx(float(mat[49] @ q), abs=0.01)
     assert store.score_rowids(q, []).shape == (0,)
+
+
+# ---------------------------------------------------------------- format 1 -> format 2
+
+
+def write_format1(
+    conn: sqlite3.Connection, dim: int, spp: int, slots: dict[int, int], mat: np.ndarray
+) -> None:
+    """A private writer of the format-1 layout (float32 ``data`` next to the int8 ``head``).
+
+    ``slots`` maps rowid -> slot; ``mat`` holds the rowids' vectors in ``slots`` order.
+    """
+    create_tables(conn)
+    for key, value in (("format", 1), ("dim", dim), ("slots_per_page", spp)):
+        conn.execute("INSERT INTO vec_meta(key, value) VALUES (?, ?)", (key, value))
+    conn.execute("INSERT INTO vec_meta(key, value) VALUES ('write_token', ?)", (1 << 62,))
+    n_pages = max(slots.values()) // spp + 1 if slots else 0
+    rowids = np.zeros(n_pages * spp, "<i8")
+    data = np.zeros((n_pages * spp, dim), "<f4")
+    for (rowid, slot), vec in zip(slots.items(), mat, strict=True):
+        rowids[slot], data[slot] = rowid, vec
+    codes, scales = quantise(np, data)
+    for p in range(n_pages):
+        page = slice(p * spp, (p + 1) * spp)
+        head = rowids[page].tobytes() + scales[page].tobytes() + codes[page].tobytes()
+        conn.execute(
+            "INSERT INTO vec_pages(page_no, gen, head, data) VALUES (?, ?, ?, ?)",
+            (p, (1 << 62) + p, head, data[page].tobytes()),
+        )
+    conn.executemany("INSERT INTO vec_slots(record_rowid, slot) VALUES (?, ?)", slots.items())
+    conn.commit()
+
+
+def format1_fixture(
+    path: Path, old_spp: int
+) -> tuple[sqlite3.Connection, dict[int, int], np.ndarray]:
+    """A format-1 store of 37 vectors (dim 24) with holes and a partly filled last page."""
+    conn = file_conn(path)
+    conn.execute("PRAGMA secure_delete = ON")
+    slot_list = [s for s in range(45) if s % 7 != 3][:37]
+    slots = {1000 + i: s for i, s in enumerate(slot_list)}
+    mat = unit_rows(50, len(slots), 24)
+    write_format1(conn, 24, old_spp, slots, mat)
+    return conn, slots, mat
+
+
+def table_dump(conn: sqlite3.Connection) -> list[list[tuple]]:
+    return [
+        conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+        for t in ("vec_meta", "vec_pages", "vec_slots")
+    ]
+
+
+@pytest.mark.parametrize(("old_spp", "new_spp"), [(4, 16), (8, 3), (8, 8)])
+def test_format1_store_is_converted_on_open(tmp_path: Path, old_spp: int, new_spp: int) -> None:
+    path = tmp_path / "v.db"
+    conn, slots, mat = format1_fixture(path, old_spp)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert mat[5].tobytes() in path.read_bytes()
+    old_pages = conn.execute("SELECT count(*) FROM vec_pages").fetchone()[0]
+
+    store = VectorStore(conn, 24, slots_per_page=new_spp)
+    assert not conn.in_transaction  # converted in its own, committed transaction
+    meta = dict(conn.execute("SELECT key, value FROM vec_meta"))
+    assert int(meta["format"]) == 2 and int(meta["slots_per_page"]) == new_spp
+    assert store.slots_per_page == new_spp
+    assert store.pages() == -(-old_pages * old_spp // new_spp)
+    assert db_slots(conn) == slots  # slot numbers do not change
+    assert store.check() == []
+    assert {len(d) for (d,) in conn.execute("SELECT data FROM vec_pages")} == {0}
+    for (rowid, _), vec in zip(slots.items(), mat, strict=True):
+        assert np.array_equal(store.get(rowid), stored(vec)[0])
+        assert store.search(vec, 1)[0][0] == rowid
+    assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    assert mat[5].tobytes() not in path.read_bytes()  # the float32 copy is gone
+    assert code_bytes(mat[5]) in path.read_bytes()
+
+    # it is an ordinary format-2 store now: reuse a hole, free, compact, reopen
+    extra = unit_rows(51, 2, 24)
+    store.put_many([1, 2], extra)
+    assert store.slot_of(1) == 3  # the lowest hole of the fixture
+    store.delete(list(slots)[:20])
+    store.compact(threshold=1.01)
+    conn.commit()
+    store = VectorStore(sqlite3.connect(path), 24)
+    assert store.check() == []
+    assert np.array_equal(store.get(2), stored(extra[1])[0])
+    assert store.count() == 19
+
+
+def test_empty_format1_store_is_converted(tmp_path: Path) -> None:
+    conn = file_conn(tmp_path / "v.db")
+    write_format1(conn, 8, 4, {}, np.zeros((0, 8), np.float32))
+    store = VectorStore(conn, 8)
+    assert int(dict(conn.execute("SELECT key, value FROM vec_meta"))["format"]) == 2
+    assert store.pages() == 0
+    store.put_many([1], unit_rows(1, 1, 8))
+    assert store.check() == []
+    write_format1(file_conn(tmp_path / "w.db"), 8, 4, {}, np.zeros((0, 8), np.float32))
+    other = sqlite3.connect(tmp_path / "w.db")
+    with pytest.raises(ModelError):  # the dimension is checked before any conversion
+        VectorStore(other, 16)
+    assert int(dict(other.execute("SELECT key, value FROM vec_meta"))["format"]) == 1
+
+
+def test_failed_conversion_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn, _, mat = format1_fixture(tmp_path / "v.db", 4)
+    before = table_dump(conn)
+    real_write = VectorStore._write_page
+    calls = {"n": 0}
+
+    def flaky(self, page_no, gen, page):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_write(self, page_no, gen, page)
+
+    monkeypatch.setattr(VectorStore, "_write_page", flaky)
+    with pytest.raises(sqlite3.OperationalError):
+        VectorStore(conn, 24, slots_per_page=4)
+    assert calls["n"] == 3
+    assert not conn.in_transaction
+    assert table_dump(conn) == before
+    monkeypatch.setattr(VectorStore, "_write_page", real_write)
+    store = VectorStore(conn, 24, slots_per_page=4)
+    assert store.check() == []
+    assert np.array_equal(store.get(1000), stored(mat[0])[0])
+
+
+def test_conversion_survives_a_killed_process(tmp_path: Path) -> None:
+    """A process that dies mid-conversion (no rollback, no close) leaves format 1 intact."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "v.db"
+    conn, _, _ = format1_fixture(path, 4)
+    before = table_dump(conn)
+    conn.close()
+    child = (
+        "import os, sqlite3, sys\n"
+        "from memctl.store.vectors import VectorStore\n"
+        "real = VectorStore._write_page\n"
+        "n = [0]\n"
+        "def dying(self, page_no, gen, page):\n"
+        "    real(self, page_no, gen, page)\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 5:\n"
+        "        os._exit(9)\n"
+        "VectorStore._write_page = dying\n"
+        "VectorStore(sqlite3.connect(sys.argv[1]), 24, slots_per_page=4)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(path)], check=False)
+    assert done.returncode == 9
+    conn = sqlite3.connect(path)
+    assert table_dump(conn) == before
+    store = VectorStore(conn, 24, slots_per_page=4)
+    assert store.check() == []
+    assert int(dict(conn.execute("SELECT key, value FROM vec_meta"))["format"]) == 2
+
+
+def test_conversion_inside_a_transaction_follows_the_caller(tmp_path: Path) -> None:
+    conn, _, mat = format1_fixture(tmp_path / "v.db", 4)
+    before = table_dump(conn)
+    conn.execute("BEGIN")
+    store = VectorStore(conn, 24, slots_per_page=16)
+    assert conn.in_transaction
+    assert store.pages() == 3
+    conn.rollback()  # the caller's rollback takes the conversion with it
+    assert table_dump(conn) == before
+    assert store.search(mat[3], 1)[0][0] == 1003  # the next use converts again
+    assert not conn.in_transaction
+    assert int(dict(conn.execute("SELECT key, value FROM vec_meta"))["format"]) == 2
+    assert store.check() == []
+    assert np.array_equal(store.get(1003), stored(mat[3])[0])
+
+    conn2, _, mat2 = format1_fixture(tmp_path / "w.db", 4)
+    conn2.execute("BEGIN")
+    store2 = VectorStore(conn2, 24, slots_per_page=16)
+    store2.put_many([1], unit_rows(9, 1, 24))
+    conn2.commit()
+    assert np.array_equal(
+        VectorStore(sqlite3.connect(tmp_path / "w.db"), 24).get(1000), stored(mat2[0])[0]
+    )
+    assert store2.check() == []
+
+
+def test_format2_rejects_a_float32_page() -> None:
+    conn = mem_conn()
+    store = VectorStore(conn, 8, slots_per_page=4)
+    store.put_many([1, 2], unit_rows(1, 2, 8))
+    conn.execute("UPDATE vec_pages SET data = ? WHERE page_no = 0", (bytes(4 * 8 * 4),))
+    assert "page 0 has the wrong size" in store.check()
+    with pytest.raises(CorruptVault):
+        store.put_many([3], unit_rows(2, 1, 8))

@@ -2,10 +2,12 @@
 
 Why pages: loading every vector must be a few large sequential reads, not one read per
 record, and SQLCipher's cost is per database page (measured ~20 µs per 4 KiB page), so
-vectors are packed many to a row. Why a quantised copy: search runs over a resident int8
-copy (a quarter of the bytes to load and to scan), with a 1-bit sign code of each vector
-for a cheap first pass; float32 stays the canonical value on disk. See docs/vectors.md for
-the exact layout and the measured figures.
+vectors are packed many to a row. Why int8 (format 2): search runs over a resident int8
+copy with a 1-bit sign code of each vector for a cheap first pass, and the int8 codes plus
+one float32 scale per vector are all that is stored (396 bytes at 384-d against 1,536 for
+float32). ``get``/``all_vectors``/``exact_search`` see the dequantised values. A format-1
+store (float32 next to the int8 copy) is converted on open, in one transaction. See
+docs/vectors.md for the exact layout and the measured figures.
 
 Transactions belong to the caller: write methods run inside the caller's transaction
 (opening one with BEGIN when none is open, as Python's sqlite3 does before DML) and use a
@@ -27,8 +29,8 @@ from typing import Any
 
 from memctl.errors import CorruptVault, ModelError, UsageError
 
-FORMAT_VERSION = 1
-SLOTS_PER_PAGE = 128  # 192 KiB of float32 per page at dim 384; see docs/vectors.md
+FORMAT_VERSION = 2
+SLOTS_PER_PAGE = 128  # a 49.5 KiB page row at dim 384; see docs/vectors.md
 COMPACT_THRESHOLD = 0.5
 FULL_SCAN_MAX = 16_384  # up to this many vectors, score them all with int8 (no prefilter)
 QUERY_BITS = 4  # the query's precision in the 1-bit prefilter
@@ -41,6 +43,7 @@ _NORM_TOLERANCE = 1e-3
 _GEN_BASE = 1 << 62  # gens in [2^62, 2^63): always an 8-byte integer, so a page row never
 # changes size and SQLite overwrites it in place (only the changed 4 KiB pages are written)
 _SAVEPOINT = "memctl_vectors"
+_CONVERT_SAVEPOINT = "memctl_vectors_convert"
 
 DEFAULT_PREFIX = "vec"
 _PREFIX = re.compile(r"[a-z][a-z0-9_]{0,30}")
@@ -229,20 +232,25 @@ def quantise(np: Any, vecs: Any) -> tuple[Any, Any]:
     return codes, scale
 
 
+def dequantise(np: Any, codes: Any, scale: Any) -> Any:
+    """The float32 vectors that int8 ``codes`` with per-row ``scale`` stand for."""
+    return codes.astype(np.float32) * np.asarray(scale, np.float32)[:, None]
+
+
 class _Page:
-    """A page read for modification: writable copies of its head and data."""
+    """A page read for modification: a writable copy of its head (rowids, scales, codes)."""
 
     def __init__(self, np: Any, spp: int, dim: int, head: bytes | None, data: bytes | None):
-        if head is None or data is None:
+        if head is None:
             self.exists = False
             self.head = bytearray(_head_size(spp, dim))
-            self.data = np.zeros((spp, dim), "<f4")
         else:
             self.exists = True
-            if len(data) != spp * dim * 4:
-                raise CorruptVault("vector page data has the wrong size")
+            if data:  # format 2 keeps the column of format 1 but leaves it empty
+                raise CorruptVault("vector page data is not empty")
+            if len(head) != _head_size(spp, dim):
+                raise CorruptVault("vector page head has the wrong size")
             self.head = bytearray(head)
-            self.data = np.frombuffer(data, "<f4").reshape(spp, dim).copy()
         self.rowids, self.scales, self.codes = (
             np.frombuffer(self.head, "<i8", spp, 0),
             np.frombuffer(self.head, "<f4", spp, 8 * spp),
@@ -253,7 +261,6 @@ class _Page:
         self.rowids[i] = 0
         self.scales[i] = 0
         self.codes[i] = 0
-        self.data[i] = 0
 
 
 class VectorStore:
@@ -282,19 +289,13 @@ class VectorStore:
         self._np = np
         self._conn = conn
         self._lock = threading.RLock()
-        meta = self._meta()
-        self.dim = int(meta.get("dim", dim))
-        self.slots_per_page = int(meta.get("slots_per_page", slots_per_page))
-        if self.dim != dim:
-            raise ModelError(
-                f"the vector store holds {self.dim}-dimensional vectors but the embedder "
-                f"gives {dim}; re-embed the vault to change models"
-            )
-        fmt = int(meta.get("format", FORMAT_VERSION))
-        if fmt != FORMAT_VERSION:
-            raise CorruptVault(f"unsupported vector store format {fmt}")
-        self._initialised = "dim" in meta
+        self.dim = dim
+        self.slots_per_page = slots_per_page
+        self._initialised = False
+        self._unsettled = False  # converted inside the caller's transaction: it may roll back
         self._res: _Resident | None = None
+        with self._lock:
+            self._adopt_meta()  # converts a format-1 store
 
     # ---------------------------------------------------------------- metadata
 
@@ -348,22 +349,131 @@ class VectorStore:
         """Pick up the layout another connection recorded after this store was opened.
 
         Until the first write, the dimension and page size are only this store's wish; the
-        first writer (any connection) records them and everyone else must follow.
+        first writer (any connection) records them and everyone else must follow. A format-1
+        store is converted here (see ``_convert``). Returns whether the store has a layout.
         """
-        if self._initialised:
+        if self._initialised and not self._unsettled:
             return True
         meta = self._meta()
         if "dim" not in meta:
+            self._initialised = self._unsettled = False
             return False
         if int(meta["dim"]) != self.dim:
             raise ModelError(
                 f"the vector store holds {int(meta['dim'])}-dimensional vectors but the "
                 f"embedder gives {self.dim}; re-embed the vault to change models"
             )
-        self.slots_per_page = int(meta["slots_per_page"])
+        fmt = int(meta.get("format", FORMAT_VERSION))
+        if fmt == 1:
+            with self._lock:
+                self._convert()
+            meta = self._meta()
+        elif fmt != FORMAT_VERSION:
+            raise CorruptVault(f"unsupported vector store format {fmt}")
+        elif self._unsettled and not self._conn.in_transaction:
+            self._unsettled = False  # the caller committed the conversion
+        spp = int(meta["slots_per_page"])
+        if not self._initialised or spp != self.slots_per_page:
+            self._res = None
+        self.slots_per_page = spp
         self._initialised = True
-        self._res = None
         return True
+
+    # ---------------------------------------------------------------- format 1
+
+    def _convert(self) -> None:
+        """Rewrite a format-1 store as format 2, all or nothing.
+
+        Outside a transaction this is its own ``BEGIN IMMEDIATE`` ... ``COMMIT`` (the only
+        commit the store ever issues); inside the caller's transaction it runs under a
+        savepoint and the caller's commit or rollback decides (after a rollback, the next
+        call converts again). A crash leaves the format-1 store as it was.
+        """
+        conn = self._conn
+        own = not conn.in_transaction
+        conn.execute("BEGIN IMMEDIATE" if own else f"SAVEPOINT {_CONVERT_SAVEPOINT}")
+        try:
+            meta = self._meta()  # again, under the write lock: another process may have won
+            if "dim" in meta and int(meta.get("format", FORMAT_VERSION)) == 1:
+                self._rewrite_format1(int(meta["slots_per_page"]))
+        except BaseException:
+            try:
+                if own:
+                    conn.execute("ROLLBACK")
+                else:
+                    conn.execute(f"ROLLBACK TO {_CONVERT_SAVEPOINT}")
+                    conn.execute(f"RELEASE {_CONVERT_SAVEPOINT}")
+            except Exception:  # noqa: S110 - the original error is the one to report
+                pass
+            raise
+        conn.execute("COMMIT" if own else f"RELEASE {_CONVERT_SAVEPOINT}")
+        self._unsettled = not own
+        self._res = None
+
+    def _rewrite_format1(self, old_spp: int) -> None:
+        """Quantise every format-1 page's float32 ``data`` into format-2 pages.
+
+        Slot numbers do not change (``vec_slots`` stays as it is); the pages are regrouped
+        from ``old_spp`` to this store's ``slots_per_page`` slots. Page rows are rewritten in
+        place in an order that reads every old row before its row number is overwritten,
+        holding at most a few old pages in memory. The ``int8`` head of format 1 is ignored:
+        the codes are recomputed from the canonical float32 values.
+        """
+        np = self._np
+        conn = self._conn
+        dim, spp = self.dim, self.slots_per_page
+        pages = [p for (p,) in conn.execute(f"SELECT page_no FROM {self._t_pages}")]
+        old_n = len(pages)
+        if pages and (min(pages) != 0 or max(pages) != old_n - 1):
+            raise CorruptVault("vector pages are not contiguous")
+        total = old_n * old_spp
+        new_n = -(-total // spp)
+        cache: dict[int, tuple[Any, Any]] = {}
+        used: dict[int, int] = {}  # old page -> slots of it consumed so far
+
+        def fetch(j: int) -> None:
+            if j in used:
+                return
+            row = conn.execute(
+                f"SELECT head, data FROM {self._t_pages} WHERE page_no = ?", (j,)
+            ).fetchone()
+            head, data = row
+            if len(head) != _head_size(old_spp, dim) or len(data) != old_spp * dim * 4:
+                raise CorruptVault("format-1 vector page has the wrong size")
+            rowids = np.frombuffer(head, "<i8", old_spp, 0).copy()
+            vecs = np.frombuffer(data, "<f4").reshape(old_spp, dim)
+            if not np.isfinite(vecs).all():
+                raise CorruptVault("format-1 vector page holds non-finite values")
+            cache[j] = (rowids, vecs)
+            used[j] = 0
+
+        gen = _new_gen()
+        order = range(new_n) if spp >= old_spp else range(new_n - 1, -1, -1)
+        for k in order:
+            page = _Page(np, spp, dim, None, None)
+            lo, hi = k * spp, min((k + 1) * spp, total)
+            for j in range(lo // old_spp, (hi - 1) // old_spp + 1):
+                fetch(j)
+                rowids, vecs = cache[j]
+                a, b = max(lo, j * old_spp), min(hi, (j + 1) * old_spp)
+                src = slice(a - j * old_spp, b - j * old_spp)
+                dst = slice(a - lo, b - lo)
+                codes, scales = quantise(np, vecs[src])
+                free = rowids[src] == 0
+                codes[free] = 0
+                scales[free] = 0
+                page.rowids[dst], page.scales[dst], page.codes[dst] = rowids[src], scales, codes
+                used[j] += b - a
+                if used[j] == old_spp:
+                    del cache[j]
+            if k < old_n:
+                fetch(k)  # row k is about to be overwritten: keep what it still holds
+                page.exists = True
+            self._write_page(k, gen, page)
+        conn.execute(f"DELETE FROM {self._t_pages} WHERE page_no >= ?", (new_n,))
+        self._set_meta("format", FORMAT_VERSION)
+        self._set_meta("slots_per_page", spp)
+        self._set_meta("write_token", gen)
 
     # ---------------------------------------------------------------- transactions
 
@@ -489,7 +599,6 @@ class VectorStore:
                     page.rowids[j] = ids[i]
                     page.scales[j] = scales[i]
                     page.codes[j] = codes[i]
-                    page.data[j] = mat[i]
                 self._write_page(page_no, gen, page)
                 res.set_page(page_no, gen, bytes(page.head))
             self._conn.executemany(
@@ -519,13 +628,13 @@ class VectorStore:
     def _write_page(self, page_no: int, gen: int, page: _Page) -> None:
         if page.exists:
             self._conn.execute(
-                f"UPDATE {self._t_pages} SET gen = ?, head = ?, data = ? WHERE page_no = ?",
-                (gen, bytes(page.head), page.data.tobytes(), page_no),
+                f"UPDATE {self._t_pages} SET gen = ?, head = ?, data = x'' WHERE page_no = ?",
+                (gen, bytes(page.head), page_no),
             )
         else:
             self._conn.execute(
-                f"INSERT INTO {self._t_pages}(page_no, gen, head, data) VALUES (?, ?, ?, ?)",
-                (page_no, gen, bytes(page.head), page.data.tobytes()),
+                f"INSERT INTO {self._t_pages}(page_no, gen, head, data) VALUES (?, ?, ?, x'')",
+                (page_no, gen, bytes(page.head)),
             )
             page.exists = True
 
@@ -582,10 +691,8 @@ class VectorStore:
         if row is not None and int(row[0]) == 1:
             return
         head = bytes(_head_size(self.slots_per_page, self.dim))
-        data = bytes(self.slots_per_page * self.dim * 4)
         self._conn.execute(
-            f"UPDATE {self._t_pages} SET head = ?, data = ? WHERE page_no >= ?",
-            (head, data, first_page),
+            f"UPDATE {self._t_pages} SET head = ? WHERE page_no >= ?", (head, first_page)
         )
 
     def compact(self, threshold: float = COMPACT_THRESHOLD) -> int:
@@ -624,8 +731,7 @@ class VectorStore:
                     dst_pages[dp] = self._read_page(dp)
                 a, b = src_pages[sp], dst_pages[dp]
                 i, j = src - sp * spp, dst - dp * spp
-                b.rowids[j], b.scales[j] = a.rowids[i], a.scales[i]
-                b.codes[j], b.data[j] = a.codes[i], a.data[i]
+                b.rowids[j], b.scales[j], b.codes[j] = a.rowids[i], a.scales[i], a.codes[i]
             for page_no, page in sorted(dst_pages.items()):
                 self._write_page(page_no, gen, page)
             self._conn.executemany(
@@ -668,7 +774,7 @@ class VectorStore:
             "live": live,
             "capacity": pages * self.slots_per_page,
             "occupancy": 1.0 if pages == 0 else live / (pages * self.slots_per_page),
-            "bytes_per_page": self.slots_per_page * (self.dim * 4 + _head_size(1, self.dim)),
+            "bytes_per_page": _head_size(self.slots_per_page, self.dim),
         }
 
     def __contains__(self, rowid: object) -> bool:
@@ -688,7 +794,11 @@ class VectorStore:
         return None if row is None else int(row[0])
 
     def get(self, rowid: int) -> Any | None:
-        """The exact float32 vector stored for ``rowid`` (read from its page), or None."""
+        """The stored vector of ``rowid`` (int8 codes x scale, as float32), or None.
+
+        This is the dequantised value (within scale / 2 of the vector that was put, per
+        component), not the float32 vector that was put: format 2 does not keep that.
+        """
         self._adopt_meta()
         np = self._np
         slot = self.slot_of(rowid)
@@ -698,22 +808,21 @@ class VectorStore:
         page = self._read_page(slot // spp)
         if not page.exists:
             raise CorruptVault("a vector slot points at a missing page")
-        return np.array(page.data[slot % spp], dtype=np.float32)
+        i = slot % spp
+        return dequantise(np, page.codes[i : i + 1], page.scales[i : i + 1])[0]
 
     def all_vectors(self) -> tuple[Any, Any]:
-        """(rowids, float32 matrix) of every stored vector, in slot order (one page scan)."""
+        """(rowids, dequantised float32 matrix) of every stored vector, in slot order."""
         self._adopt_meta()
         np = self._np
         spp, dim = self.slots_per_page, self.dim
         ids: list[Any] = []
         mats: list[Any] = []
-        for head, data in self._conn.execute(
-            f"SELECT head, data FROM {self._t_pages} ORDER BY page_no"
-        ):
-            rowids, _, _ = _split_head(np, head, spp, dim)
+        for (head,) in self._conn.execute(f"SELECT head FROM {self._t_pages} ORDER BY page_no"):
+            rowids, scales, codes = _split_head(np, head, spp, dim)
             live = np.flatnonzero(rowids)
             ids.append(rowids[live].astype(np.int64))
-            mats.append(np.frombuffer(data, "<f4").reshape(spp, dim)[live].astype(np.float32))
+            mats.append(dequantise(np, codes[live], scales[live]))
         if not ids:
             return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
         return np.concatenate(ids), np.concatenate(mats)
@@ -740,8 +849,8 @@ class VectorStore:
 
         Up to FULL_SCAN_MAX vectors (or ``allowed_rowids`` of at most that size) are all
         scored with int8; beyond that a 1-bit prefilter picks ``candidates`` (default
-        max(2000, 40k, n/12)) which are then rescored with int8. Cosines are int8
-        approximations (error ~1e-3); ``exact_search`` gives float32 ones.
+        max(2000, 40k, n/12)) which are then rescored with int8. The cosines are those of
+        the stored int8 vectors (within ~1e-3 of the float32 vectors that were put).
         """
         np = self._np
         if k <= 0:
@@ -849,7 +958,12 @@ class VectorStore:
     def exact_search(
         self, query: Any, k: int = 10, *, allowed_rowids: set[int] | None = None
     ) -> list[tuple[int, float]]:
-        """Reference search: exact float32 cosines, streamed page by page from the DB."""
+        """Reference search: every stored vector scored, streamed page by page from the DB.
+
+        Exact over the stored (dequantised int8) vectors, with no prefilter: what ``search``
+        would return if it scored everything. It is not exact against the float32 vectors
+        that were put, which format 2 does not keep (the benchmarks measure that recall).
+        """
         self._adopt_meta()
         np = self._np
         q = self._check_query(query)
@@ -859,17 +973,15 @@ class VectorStore:
         allowed = None if allowed_rowids is None else np.fromiter(allowed_rowids, np.int64)
         best_ids: list[Any] = []
         best_scores: list[Any] = []
-        for head, data in self._conn.execute(
-            f"SELECT head, data FROM {self._t_pages} ORDER BY page_no"
-        ):
-            rowids, _, _ = _split_head(np, head, spp, dim)
+        for (head,) in self._conn.execute(f"SELECT head FROM {self._t_pages} ORDER BY page_no"):
+            rowids, scales, codes = _split_head(np, head, spp, dim)
             keep = rowids != 0
             if allowed is not None:
                 keep &= np.isin(rowids, allowed)
             idx = np.flatnonzero(keep)
             if len(idx) == 0:
                 continue
-            scores = np.frombuffer(data, "<f4").reshape(spp, dim)[idx] @ q
+            scores = dequantise(np, codes[idx], scales[idx]) @ q
             best_ids.append(rowids[idx])
             best_scores.append(scores)
         if not best_ids:
@@ -886,8 +998,8 @@ class VectorStore:
     def check(self) -> list[str]:
         """Cross-check pages and vec_slots; return a list of problems (empty when sound).
 
-        Checks: pages contiguous from 0 and of the right size; each page's rowid array
-        agrees with vec_slots; every free slot is all zero bytes in head and data.
+        Checks: pages contiguous from 0, heads of the right size and empty ``data``; each
+        page's rowid array agrees with vec_slots; every free slot is all zero bytes.
         """
         self._adopt_meta()
         np = self._np
@@ -902,13 +1014,12 @@ class VectorStore:
                 problems.append(f"page {expected_page} missing")
                 expected_page = page_no
             expected_page += 1
-            if len(head) != _head_size(spp, dim) or len(data) != spp * dim * 4:
+            if len(head) != _head_size(spp, dim) or len(data) != 0:
                 problems.append(f"page {page_no} has the wrong size")
                 continue
             rowids, scales, codes = _split_head(np, head, spp, dim)
-            raw = np.frombuffer(data, "<u4").reshape(spp, dim)
             free = rowids == 0
-            dirty = (scales.view("<u4") != 0) | codes.any(axis=1) | raw.any(axis=1)
+            dirty = (scales.view("<u4") != 0) | codes.any(axis=1)
             for j in np.flatnonzero(free & dirty).tolist():
                 problems.append(f"free slot {page_no * spp + j} is not zeroed")
             for j in np.flatnonzero(~free).tolist():
