@@ -14,7 +14,6 @@ paths travel as strings. Stdlib only: the CLI imports this on every command.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import struct
@@ -140,7 +139,9 @@ def encode(value: Any) -> Any:
         import base64
 
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
+        import dataclasses  # loaded already (value's class is one); not on the CLI's path
+
         cls = type(value)
         return {
             "$dc": f"{cls.__module__}:{cls.__qualname__}",
@@ -177,6 +178,7 @@ def decode(value: Any) -> Any:
 
 def _rebuild_dataclass(name: str, fields: dict[str, Any]) -> Any:
     """Rebuild a memctl dataclass by name; anything unknown stays a plain dict of fields."""
+    import dataclasses
     import importlib
 
     module, _, qualname = name.partition(":")

@@ -1,0 +1,5 @@
+"""``python -m memctl.cli``: the same as the ``memctl`` command."""
+
+from memctl.cli import main
+
+main()
