@@ -4,6 +4,11 @@ An independent SQLCipher 4 page decoder (AES-256-CBC pages with a per-page IV an
 HMAC-SHA512 tag, raw key, HMAC key = PBKDF2-HMAC-SHA512(key, salt ^ 0x3a, 2 iterations)), so
 erasure is checked below SQLite: free pages, stale WAL frames and slack space included. Every
 page's HMAC is verified, so a "no hit" can never come from failing to decrypt.
+
+``fragments=n`` also searches every n-character piece of each marker: the FTS5 index stores a
+term after the prefix it shares with the term before it (only the suffix is on the page), and a
+separator key holds only a prefix. Markers meant for that search should be words the index's
+porter stemmer leaves alone and whose pieces no other text contains (e.g. ``zqxbodyqxz``).
 """
 
 from __future__ import annotations
@@ -46,18 +51,29 @@ def decrypt_page(key: bytes, hkey: bytes, raw: bytes, pgno: int) -> bytes:
     return dec.update(body) + dec.finalize()
 
 
-def scan(vault_path: Path, key: bytes, markers: list[str]) -> OracleReport:
-    """Decrypt index.db and index.db-wal with the SQLCipher key; report where markers occur."""
+def scan(
+    vault_path: Path, key: bytes, markers: list[str], *, fragments: int | None = None
+) -> OracleReport:
+    """Decrypt index.db and index.db-wal with the SQLCipher key; report where markers occur.
+
+    A hit reads ``"<marker> in <where>"``, or ``"<marker> (fragment '<piece>') in <where>"``.
+    """
     report = OracleReport()
     db = (vault_path / "index.db").read_bytes()
     salt = db[:SALT]
     hkey = _hmac_key(key, salt)
-    needles = [m.encode() for m in markers]
+    needles: list[tuple[bytes, str]] = [(m.encode(), m) for m in markers]
+    if fragments:
+        for m in markers:
+            for i in range(len(m) - fragments + 1):
+                piece = m[i : i + fragments]
+                if piece != m:
+                    needles.append((piece.encode(), f"{m} (fragment {piece!r})"))
 
     def check(plain: bytes, where: str) -> None:
-        for needle in needles:
+        for needle, label in needles:
             if needle in plain:
-                report.hits.append(f"{needle.decode()} in {where}")
+                report.hits.append(f"{label} in {where}")
 
     for i in range(len(db) // PAGE):
         raw = db[i * PAGE : (i + 1) * PAGE]

@@ -285,12 +285,20 @@ class Vault:
     # -- embeddings ------------------------------------------------------------------------
     @property
     def embedder(self) -> Any:
-        """The pinned embedding model, loaded on first use (seconds: torch is heavy)."""
+        """The pinned embedding model, loaded on first use (seconds: torch is heavy).
+
+        Whenever it is in use, with-context vectors an erase dropped are re-embedded first
+        (docs/erasure.md; a meta lookup when there are none).
+        """
         if self._embedder is None:
             from memctl.vault.semantic import check_mode, load_pinned
 
             check_mode(self, "vector")
             self._embedder = load_pinned(self.header.model)
+        if not self.conn.in_transaction:
+            from memctl import erase as er
+
+            er.reembed_pending(self, wait_s=0.2)
         return self._embedder
 
     @property
@@ -855,14 +863,13 @@ class Vault:
                 "erased": [],
                 "would_erase": [
                     _public(row_to_dict(r))
+                    for start in range(0, len(targets), 500)
                     for r in self.conn.execute(
                         f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.rowid IN "
-                        f"({','.join('?' * len(targets))}) ORDER BY r.id",
-                        [t[0] for t in targets],
+                        f"({','.join('?' * len(targets[start : start + 500]))}) ORDER BY r.id",
+                        [t[0] for t in targets[start : start + 500]],
                     )
-                ]
-                if targets
-                else [],
+                ],
             }
         return er.erase(
             self, targets, actor=self.actor, wait_s=er.DEFAULT_WAIT_S if wait is None else wait
@@ -873,6 +880,12 @@ class Vault:
         if not self.header.model:
             return 0
         return sum(int(store.delete(rowids)) for store in self._vector_stores())
+
+    def _drop_context_vectors(self, conn: Any, rowids: list[int]) -> int:
+        """Free and zero with-context vectors that embedded erased text (re-embedded later)."""
+        if not self.header.model or not rowids:
+            return 0
+        return int(self.vectors.delete(rowids))
 
     def _journal_event_count(self, ids: list[str]) -> int:
         """How many of these records' journal events die with their data keys."""
