@@ -21,8 +21,9 @@ _memctl() {
         "audit show") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "audit verify") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
         "backup") words="--help --json --key-file --passphrase-command --passphrase-file --vault" ;;
-        "bench") words="core quality --help" ;;
+        "bench") words="core ingest quality --help" ;;
         "bench core") words="--embed-limit --help --json --model --queries --records --workdir" ;;
+        "bench ingest") words="--cli --files --help --json --mbox-mb --no-cli --workdir" ;;
         "bench quality") words="--dataset --help --json --model --samples" ;;
         "cron") words="example --help" ;;
         "cron example") words="--every --help --job --key-file --vault" ;;
@@ -59,7 +60,7 @@ _memctl_groups() {
     case "$1" in
         "") echo "agent audit backup bench cron erase export get inbox ingest init key list lock mcp model passwd plugins recall restore status unlock" ;;
         "audit") echo "log repair show verify" ;;
-        "bench") echo "core quality" ;;
+        "bench") echo "core ingest quality" ;;
         "cron") echo "example" ;;
         "inbox") echo "add import list" ;;
         "key") echo "add list remove" ;;

@@ -27,6 +27,7 @@ complete -c memctl -n '__fish_seen_subcommand_from audit' -a repair
 complete -c memctl -n '__fish_seen_subcommand_from audit' -a show
 complete -c memctl -n '__fish_seen_subcommand_from audit' -a verify
 complete -c memctl -n '__fish_seen_subcommand_from bench' -a core
+complete -c memctl -n '__fish_seen_subcommand_from bench' -a ingest
 complete -c memctl -n '__fish_seen_subcommand_from bench' -a quality
 complete -c memctl -n '__fish_seen_subcommand_from cron' -a example
 complete -c memctl -n '__fish_seen_subcommand_from inbox' -a add
@@ -97,6 +98,13 @@ complete -c memctl -n '__fish_seen_subcommand_from core' -l model
 complete -c memctl -n '__fish_seen_subcommand_from core' -l queries
 complete -c memctl -n '__fish_seen_subcommand_from core' -l records
 complete -c memctl -n '__fish_seen_subcommand_from core' -l workdir
+complete -c memctl -n '__fish_seen_subcommand_from ingest' -l cli
+complete -c memctl -n '__fish_seen_subcommand_from ingest' -l files
+complete -c memctl -n '__fish_seen_subcommand_from ingest' -l help
+complete -c memctl -n '__fish_seen_subcommand_from ingest' -l json
+complete -c memctl -n '__fish_seen_subcommand_from ingest' -l mbox-mb
+complete -c memctl -n '__fish_seen_subcommand_from ingest' -l no-cli
+complete -c memctl -n '__fish_seen_subcommand_from ingest' -l workdir
 complete -c memctl -n '__fish_seen_subcommand_from quality' -l dataset
 complete -c memctl -n '__fish_seen_subcommand_from quality' -l help
 complete -c memctl -n '__fish_seen_subcommand_from quality' -l json

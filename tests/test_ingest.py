@@ -380,7 +380,174 @@ def test_bench_functions_run_small(tmp_path: Path) -> None:
     noop = bench_noop(n_files=10, workdir=tmp_path / "b1")
     assert noop["ingest_noop_10k_files_s"] >= 0 and noop["files"] == 10
     mbox = bench_mbox(mb=0.05, workdir=tmp_path / "b2")
-    assert mbox["ingest_mbox_100mb_s"] > 0 and mbox["messages"] > 10 and mbox["failed"] == 0
+    assert mbox["ingest_mbox_100mb_s"] > 0 and mbox["mbox_messages"] > 10
+    assert mbox["mbox_failed"] == 0 and mbox["mbox_records"] >= mbox["mbox_messages"] > 10
+
+
+def test_cli_bench_ingest_json_is_a_flat_object_of_numbers(tmp_path: Path) -> None:
+    wd = str(tmp_path)
+    r = runner.invoke(
+        app, ["bench", "ingest", "--json", "--files", "20", "--mbox-mb", "0.05", "--workdir", wd]
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    expected = {
+        "load_1m_before",
+        "files",
+        "ingest_initial_files_s",
+        "initial_records",
+        "ingest_noop_10k_files_s",
+        "noop_files_read",
+        "ingest_noop_10k_files_cli_s",
+        "mbox_mb",
+        "mbox_messages",
+        "mbox_records",
+        "mbox_failed",
+        "ingest_mbox_100mb_s",
+        "ingest_mbox_mb_per_s",
+        "load_1m_after",
+    }
+    assert set(out) == expected
+    bad = {k: v for k, v in out.items() if isinstance(v, bool) or not isinstance(v, int | float)}
+    assert bad == {}
+    assert out["files"] == 20 and out["initial_records"] == 40 and out["noop_files_read"] == 0
+    assert out["mbox_failed"] == 0 and out["mbox_records"] >= out["mbox_messages"] > 10
+    wd = str(tmp_path / "t")
+    table = runner.invoke(
+        app, ["bench", "ingest", "--files", "5", "--mbox-mb", "0.02", "--no-cli", "--workdir", wd]
+    )
+    assert table.exit_code == 0 and "ingest_mbox_100mb_s" in table.stdout
+
+
+# -- the batch writer: set-wise, yet as if each record were written alone, in order -----------
+def _state(vault: Any) -> dict[str, Any]:
+    """What a batch left: records (ids replaced by their order), FTS, keys, tags, journal."""
+    conn = vault.conn
+    rows = conn.execute(
+        "SELECT rowid, id, body, source, locator, version, tags FROM records ORDER BY rowid"
+    ).fetchall()
+    order = {row[1]: n for n, row in enumerate(rows)}
+    fts = {
+        word: sorted(
+            order[rid]
+            for (rid,) in conn.execute(
+                "SELECT r.id FROM records_fts JOIN records r ON r.rowid = records_fts.rowid "
+                "WHERE records_fts MATCH ?",
+                (word,),
+            )
+        )
+        for word in ("alpha", "beta", "gamma", "delta", "epsilon")
+    }
+    conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('integrity-check', 1)")
+    keyed = conn.execute(
+        "SELECT count(*) FROM records r JOIN record_keys k ON k.record_rowid = r.rowid"
+    ).fetchone()[0]
+    tags = conn.execute("SELECT count(*) FROM record_tags").fetchone()[0]
+    events = []
+    for rid in order:  # each record's events, readable with its own key
+        evs = vault.history.record_events(rid, vault.record_key(rid))
+        assert all(e["readable"] for e in evs)
+        events.append([(e["op"], e["payload"]["version"]) for e in evs])
+    return {
+        "records": [row[2:] for row in rows],
+        "fts": fts,
+        "keyed": keyed,
+        "tags": tags,
+        "events": events,
+        "order": order,
+    }
+
+
+def _normalise(summary: Any, order: dict[str, int]) -> tuple[Any, ...]:
+    return (
+        summary.added,
+        summary.updated,
+        summary.skipped,
+        summary.failed,
+        [order[i] for i in summary.ids],
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_one_batch_equals_one_record_at_a_time(tmp_path: Path, seed: int) -> None:
+    """Duplicates, versions of records stored earlier in the same batch, and a content freed
+    by a version and then stored again: one batch ends exactly where per-record writes end."""
+    import random
+
+    import memctl
+    from tests.conftest import FAST_KDF, PASSPHRASE
+
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    items: list[dict[str, Any]] = []
+    for _ in range(120):
+        item: dict[str, Any] = {
+            "text": f"{rng.choice(words)} {rng.choice(words)} {rng.randint(0, 6)}"
+        }
+        if rng.random() < 0.7:
+            item.update(source=f"file:///s{rng.randint(0, 2)}", locator=f"L{rng.randint(0, 5)}")
+        if rng.random() < 0.3:
+            item["tags"] = [rng.choice(words)]
+        if rng.random() < 0.2:
+            item["namespace"] = "other"
+        items.append(item)
+    last: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for n, item in enumerate(items):  # one item per identity: what a well-behaved source gives
+        key = (item.get("namespace"), item.get("source"), item.get("locator") or n)
+        last[key] = item
+    settled_items = list(last.values())
+    seen = []
+    for batch_size in (1000, 7, 1):
+        path = tmp_path / f"v{batch_size}"
+        memctl.init_vault(path, passphrase=PASSPHRASE, **FAST_KDF)
+        with memctl.open_vault(path, passphrase=PASSPHRASE) as v:
+            first = v.ingest_many(items[:40], batch_size=batch_size)
+            second = v.ingest_many(items, batch_size=batch_size)
+            again = v.ingest_many(items, batch_size=batch_size)  # versions cycle: same items
+            settled = v.ingest_many(settled_items, batch_size=batch_size)
+            rerun = v.ingest_many(settled_items, batch_size=batch_size)
+            assert rerun.added == rerun.updated == 0  # idempotent: a re-run adds nothing
+            state = _state(v)
+            order = state.pop("order")
+            summaries = [_normalise(s, order) for s in (first, second, again, settled, rerun)]
+            seen.append((state, summaries))
+            assert state["keyed"] == len(state["records"])
+            assert v.audit_verify()["ok"] is True
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][1][1][1] > 0  # the items did exercise versions
+
+
+def test_a_failed_batch_leaves_nothing(vault: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memctl.vault.history import History
+
+    vault.ingest_many([{"text": "kept before", "tags": ["a"]}])
+
+    def boom(*args: Any, **kw: Any) -> None:
+        raise OSError("journal write failed")
+
+    monkeypatch.setattr(History, "commit", boom)
+    items = [{"text": f"alpha lost {i}", "tags": ["t"]} for i in range(50)]
+    with pytest.raises(OSError):
+        vault.ingest_many(items)
+    monkeypatch.undo()
+    conn = vault.conn
+    assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM record_keys").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM record_tags").fetchone()[0] == 1
+    assert (
+        conn.execute("SELECT count(*) FROM records_fts WHERE records_fts MATCH 'lost'").fetchone()[
+            0
+        ]
+        == 0
+    )
+    staged = conn.execute(
+        "SELECT count(*) FROM temp.sqlite_master WHERE name = 'memctl_ingest_stage'"
+    ).fetchone()[0]
+    if staged:
+        assert conn.execute("SELECT count(*) FROM temp.memctl_ingest_stage").fetchone()[0] == 0
+    summary = vault.ingest_many(items)
+    assert summary.added == 50
+    assert [h["text"] for h in vault.recall("lost", mode="keyword", limit=1)] != []
 
 
 def test_prune_after_a_rename_keeps_the_content(vault: Any, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`memctl bench core` and `memctl bench quality`: measured, never estimated."""
+"""`memctl bench core`, `ingest` and `quality`: measured, never estimated."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from memctl.cli import common
 from memctl.cli.common import JsonOpt
 
-bench_app = common.sub_app("Measure speed (core) and retrieval quality (quality).")
+bench_app = common.sub_app("Measure speed (core, ingest) and retrieval quality (quality).")
 
 
 def _progress(json_out: bool):
@@ -62,6 +62,37 @@ def core(
     table.add_column("value", justify="right")
     for key, value in result.items():
         table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
+    common.console().print(table)
+
+
+@bench_app.command("ingest")
+def ingest(
+    files: Annotated[int, typer.Option(help="Notes in the cron no-op folder.")] = 10_000,
+    mbox_mb: Annotated[float, typer.Option(help="Size of the generated mbox, in MB.")] = 100.0,
+    cli: Annotated[
+        bool, typer.Option(help="Also time the no-op as a whole `memctl ingest` process.")
+    ] = True,
+    workdir: Annotated[Path | None, typer.Option(help="Where to build the vaults.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ingest speed: a cron no-op over unchanged notes and a big mbox (no embeddings)."""
+    from memctl.ingest.bench import run
+
+    if files < 1:
+        raise typer.BadParameter("--files must be at least 1")
+    if not 0.01 <= mbox_mb <= 10_000:
+        raise typer.BadParameter("--mbox-mb must be between 0.01 and 10000")
+    result = run(files, mbox_mb, cli=cli, workdir=workdir, progress=_progress(json_out))
+    if json_out:
+        common.print_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"memctl bench ingest — {files} notes, {mbox_mb:g} MB mbox")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
     common.console().print(table)
 
 

@@ -1,4 +1,4 @@
-"""Ingest benchmarks for ``memctl bench``: the cron no-op and a big mailbox.
+"""Ingest benchmarks, ``memctl bench ingest``: the cron no-op and a big mailbox.
 
 - :func:`bench_noop`: a folder of ``n_files`` Markdown notes is ingested once, then ingested
   again unchanged — the cron no-op, which must not open a single note (target: < 2 s for
@@ -9,7 +9,8 @@
   quoted replies, signatures) ingested into a keyword-only vault (no embeddings); target
   < 60 s for 100 MB.
 
-Vaults use the fast test KDF: unlock cost is not what is measured here.
+Vaults use the fast test KDF: unlock cost is not what is measured here. :func:`run` runs
+both and returns one flat object of numbers (the ``--json`` output).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def bench_noop(
         out: dict[str, Any] = {
             "files": n_files,
             "ingest_initial_files_s": round(t1 - t0, 3),
-            "records": first.added,
+            "initial_records": first.added,
             "ingest_noop_10k_files_s": round(t2 - t1, 3),
             "noop_files_read": again.files_read,
         }
@@ -217,10 +218,32 @@ def bench_mbox(mb: float = 100, *, workdir: Path | None = None) -> dict[str, Any
             t0 = time.perf_counter()
             report = run_ingest(v, [str(mbox)])
             elapsed = time.perf_counter() - t0
+        size_mb = mbox.stat().st_size / 1024 / 1024
         return {
-            "mb": round(mbox.stat().st_size / 1024 / 1024, 1),
-            "messages": messages,
-            "records": report.added,
-            "failed": report.failed,
+            "mbox_mb": round(size_mb, 1),
+            "mbox_messages": messages,
+            "mbox_records": report.added,
+            "mbox_failed": report.failed,
             "ingest_mbox_100mb_s": round(elapsed, 2),
+            "ingest_mbox_mb_per_s": round(size_mb / elapsed, 3) if elapsed > 0 else 0.0,
         }
+
+
+def run(
+    files: int = 10_000,
+    mbox_mb: float = 100,
+    *,
+    cli: bool = True,
+    workdir: Path | None = None,
+    progress: Any = None,
+) -> dict[str, float | int]:
+    """Both benchmarks; a flat object of numbers (with the 1-minute load average before and
+    after, since the machine may be shared)."""
+    say = progress or (lambda _msg: None)
+    out: dict[str, float | int] = {"load_1m_before": round(os.getloadavg()[0], 2)}
+    say(f"cron no-op: {files} notes, ingested once then again unchanged")
+    out.update(bench_noop(files, workdir=workdir / "noop" if workdir else None, cli=cli))
+    say(f"mbox: {mbox_mb} MB generated, ingested without embeddings")
+    out.update(bench_mbox(mbox_mb, workdir=workdir / "mbox" if workdir else None))
+    out["load_1m_after"] = round(os.getloadavg()[0], 2)
+    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memctl.crypto import aead, kdf
-from memctl.crypto.keys import VaultKeys, mac, new_dek, new_master_key, unwrap_dek, wrap_dek
+from memctl.crypto.keys import VaultKeys, mac, new_master_key, unwrap_dek
 from memctl.errors import (
     MemctlError,
     RecordNotFound,
@@ -23,7 +23,6 @@ from memctl.errors import (
     VaultExists,
     VaultNotFound,
 )
-from memctl.ids import new_ulid
 from memctl.recall.filters import Filters
 from memctl.store import db as dbmod
 from memctl.store.schema import SCHEMA_VERSION, migrate
@@ -542,22 +541,35 @@ class Vault:
         return summary
 
     def _write_batch(self, batch: list[Prepared]) -> IngestSummary:
+        """One transaction: set-wise lookups and inserts (:mod:`memctl.vault.writer`), the
+        vectors, then one journal commit holding the batch's events."""
+        from memctl.vault.writer import BatchWriter
+
         summary = IngestSummary()
+        content_mac = self.content_mac
         for p in batch:
-            p.content_mac = self.content_mac(p.namespace, p.text)
+            p.content_mac = content_mac(p.namespace, p.text)
         now = now_iso()
         events: list[Any] = []
         vecs = self._embed_batch(batch) if self.header.model else {}
         with self.transaction() as conn:
+            writer = BatchWriter(self, conn, batch, now)
             put: dict[int, Any] = {}  # rowid -> (own, context) vectors; a later item wins
+            counts = {"added": 0, "updated": 0, "skipped": 0}
             for i, p in enumerate(batch):
-                outcome, rid, rowid, event = self._write_one(conn, p, now)
-                setattr(summary, outcome, getattr(summary, outcome) + 1)
+                outcome, rid, rowid, event = writer.write(p)
+                counts[outcome] += 1
                 summary.ids.append(rid)
                 if event is not None:
                     events.append(event)
                     if i in vecs:
                         put[rowid] = vecs[i]
+            writer.flush()
+            summary.added, summary.updated, summary.skipped = (
+                counts["added"],
+                counts["updated"],
+                counts["skipped"],
+            )
             if put:
                 self._put_vectors(put)
             self.history.commit(conn, "ingest", events, actor=batch[0].actor)
@@ -578,69 +590,6 @@ class Vault:
             "trust": p.trust,
             "chars": len(p.text),
         }
-
-    def _write_one(self, conn: Any, p: Prepared, now: str) -> tuple[str, str, int, Any]:
-        """Insert, version or skip one record inside the caller's transaction.
-
-        Returns (outcome, record id, rowid, journal event or None).
-        """
-        from memctl.journal import Event
-
-        dup = conn.execute(
-            "SELECT id FROM records WHERE namespace = ? AND content_mac = ?",
-            (p.namespace, p.content_mac),
-        ).fetchone()
-        if dup:
-            return "skipped", dup[0], 0, None
-        if p.source and p.locator is not None:
-            # (source, locator) is an item's identity across runs: changed content is a new
-            # version of the same record, not a duplicate.
-            prior = conn.execute(
-                "SELECT rowid, id, version FROM records "
-                "WHERE source = ? AND locator = ? AND +namespace = ?",  # use records_source
-                (p.source, p.locator, p.namespace),
-            ).fetchone()
-            if prior:
-                changed = self._new_version(conn, prior[0], prior[2], p, now)
-                payload = {**self._event_payload(p, prior[2] + 1), "changed": changed}
-                event = Event("update", prior[1], payload, dek=self.record_key(prior[1]))
-                return "updated", prior[1], prior[0], event
-        rid = new_ulid()
-        cur = conn.execute(
-            "INSERT INTO records(id, namespace, kind, title, body, tags, context, source, "
-            "locator, observed_at, ingested_at, updated_at, actor, trust, plugin, meta, "
-            "content_mac, version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
-            (
-                rid,
-                p.namespace,
-                p.kind,
-                p.title,
-                p.text,
-                p.tags_text,
-                p.context,
-                p.source,
-                p.locator,
-                p.observed_at,
-                now,
-                now,
-                p.actor,
-                p.trust,
-                p.plugin,
-                p.meta_json,
-                p.content_mac,
-            ),
-        )
-        rowid = cur.lastrowid
-        conn.executemany(
-            "INSERT INTO record_tags(tag, record_rowid) VALUES (?, ?)",
-            [(t, rowid) for t in p.tags],
-        )
-        dek = new_dek()
-        conn.execute(
-            "INSERT INTO record_keys(record_rowid, wrapped) VALUES (?, ?)",
-            (rowid, wrap_dek(self._dek_wrap_key, dek, rid)),
-        )
-        return "added", rid, rowid, Event("ingest", rid, self._event_payload(p, 1), dek=dek)
 
     def _new_version(self, conn: Any, rowid: int, version: int, p: Prepared, now: str) -> list[str]:
         """Keep the current version in record_versions, write the new one; return what changed."""

@@ -135,14 +135,12 @@ class Prepared:
     trust: int
     content_mac: bytes = b""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``meta`` as stored (sorted keys, UTF-8); computed once, by :func:`prepare`
+    meta_json: str | None = None
 
     @property
     def tags_text(self) -> str:
         return TAG_SEP.join(self.tags)
-
-    @property
-    def meta_json(self) -> str | None:
-        return json.dumps(self.meta, sort_keys=True, ensure_ascii=False) if self.meta else None
 
 
 def _opt_str(item: dict[str, Any], key: str, limit: int) -> str | None:
@@ -156,15 +154,39 @@ def _opt_str(item: dict[str, Any], key: str, limit: int) -> str | None:
     return value
 
 
+_BAD_UNICODE = "invalid Unicode in an item (a lone surrogate); clean the input"
+
+
 def _check_unicode(item: dict[str, Any]) -> None:
     """Lone surrogates (broken input: invalid UTF-8 in argv, ``\\ud800`` in JSON) cannot be
-    stored as UTF-8; refuse them here rather than fail half-way through a write."""
+    stored as UTF-8; refuse them here rather than fail half-way through a write. Strings and
+    lists of strings here; ``meta`` is checked with its JSON (:func:`_meta_json`)."""
     try:
-        json.dumps(item, ensure_ascii=False, default=str).encode("utf-8")
+        for value in item.values():
+            if isinstance(value, str):
+                value.encode("utf-8")
+            elif isinstance(value, list | tuple | set | frozenset):
+                for v in value:
+                    if isinstance(v, str):
+                        v.encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError("invalid Unicode in an item (a lone surrogate); clean the input") from None
+        raise UsageError(_BAD_UNICODE) from None
+
+
+def _meta_json(meta: dict[str, Any]) -> str | None:
+    """``meta`` as stored: JSON with sorted keys; refused when it is not JSON or not valid
+    Unicode (it used to fail only when written, taking its whole batch with it)."""
+    if not meta:
+        return None
+    try:
+        text = json.dumps(meta, sort_keys=True, ensure_ascii=False)
     except (TypeError, ValueError):
-        pass  # not JSON-shaped: the checks below name the field
+        raise UsageError("meta must be JSON: objects, lists, strings, numbers") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(_BAD_UNICODE) from None
+    return text
 
 
 def prepare(item: Any, *, defaults: dict[str, Any]) -> Prepared:
@@ -207,6 +229,7 @@ def prepare(item: Any, *, defaults: dict[str, Any]) -> Prepared:
         plugin=_opt_str(merged, "plugin", 200),
         actor=actor,
         trust=parse_trust(trust_value) if trust_value is not None else default_trust(actor),
+        meta_json=_meta_json(meta) if meta else None,
     )
 
 

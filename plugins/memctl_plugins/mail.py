@@ -150,19 +150,22 @@ def html_to_text(html: str) -> str:
 
 def strip_reply(text: str) -> str:
     """What the sender wrote: no quoted lines, attribution line, forwarded tail or signature."""
+    # The string tests in front of each regex are necessary conditions of its match: most
+    # lines are plain text and skip the regexes.
     kept: list[str] = []
     for line in text.splitlines():
         line = line.rstrip()
-        if line in ("--", "-- ") or _FORWARD_CUT_RE.match(line):
+        head = line.lstrip()[:2]
+        if head in ("--", "__") and (line == "--" or _FORWARD_CUT_RE.match(line)):
             break
-        if _QUOTE_RE.match(line):
+        if head[:1] == ">":  # _QUOTE_RE
             continue
         kept.append(line)
     out: list[str] = []
     i = 0
     while i < len(kept):
         line = kept[i]
-        if _ATTRIBUTION_RE.match(line):
+        if line.endswith(":") and _ATTRIBUTION_RE.match(line):
             i += 1
             continue
         # "On Mon, 3 Jun 2024 at 10:00, Someone <a@b>\nwrote:" wrapped over two lines
@@ -183,38 +186,131 @@ def strip_reply(text: str) -> str:
 # One message
 
 
-def _header(msg: Any, name: str) -> str:
+# Header values as the ``email`` package's default policy renders them, computed lazily and
+# cheaply: messages are parsed with the ``compat32`` policy (raw header strings; no header
+# objects built for every ``get``), and a value is decoded only when asked for. Plain values
+# (ASCII, no encoded word) of the shapes nearly all mail has take a fast path that gives the
+# same text as the default policy (tests/test_sources.py checks it on samples); anything else
+# is parsed by the default policy's own header classes.
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS_RE = re.compile(
+    rf"^\s*(?:(?P<name>{_ATEXT}(?:[ \t]+{_ATEXT})*)[ \t]*<(?P<angle>{_ADDR_SPEC})>"
+    rf"|(?P<bare>{_ADDR_SPEC}))\s*$"
+)
+_PLAIN_MSGID_RE = re.compile(r"^\s*<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+>\s*$")
+_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender"})
+_WS_RE = re.compile(r"\s+")
+
+
+def _plain_addresses(value: str) -> str | None:
+    """``value`` as the default policy renders an address list, if every address is a plain
+    ``a@b`` or ``Display Name <a@b>``; None otherwise."""
+    out = []
+    for part in value.split(","):
+        m = _PLAIN_ADDRESS_RE.match(part)
+        if m is None:
+            return None
+        if m.group("bare"):
+            out.append(m.group("bare"))
+        else:
+            out.append(f"{' '.join(m.group('name').split())} <{m.group('angle')}>")
+    return ", ".join(out)
+
+
+def _date_pair(value: str) -> tuple[str, datetime | None]:
+    """A Date value as the default policy renders it (normalised when it parses), and the
+    moment it names."""
+    from email.utils import format_datetime, parsedate_to_datetime
+
+    if not value:
+        return "", None
     try:
-        value = msg.get(name)
-    except Exception:
-        try:
-            value = msg.get_all(name, [None])[0]  # raw value if the parsed one fails
-        except Exception:
-            return ""
+        dt = parsedate_to_datetime(value)
+    except ValueError:
+        return value, None
+    return format_datetime(dt), dt
+
+
+def header_text(name: str, raw: str | None) -> str:
+    """One header's value (``raw`` as the parser stored it) as text: decoded like the default
+    policy's ``str(msg[name])``, whitespace runs squeezed; "" when absent or unreadable."""
+    if raw is None:
+        return ""
+    name = name.lower()
     try:
-        return re.sub(r"\s+", " ", str(value)).strip() if value is not None else ""
+        value = raw.replace("\r", "").replace("\n", "")  # unfolded, as the default policy does
+        text: str | None = None
+        if name == "date" and value.isascii():
+            text = _date_pair(value)[0]
+        elif value.isascii() and "=?" not in value:
+            if name in _ADDRESS_HEADERS:
+                text = _plain_addresses(value)
+            elif name == "message-id":
+                text = value if _PLAIN_MSGID_RE.match(value) else None
+            else:
+                text = value  # unstructured (Subject, References, In-Reply-To): as written
+        if text is None:
+            from email import policy
+
+            text = str(policy.default.header_fetch_parse(name, value))
+        return _WS_RE.sub(" ", text).strip()
     except Exception:
         return ""
 
 
+class Headers:
+    """A parsed message's headers: the first value of each name, decoded on first use."""
+
+    def __init__(self, msg: Any) -> None:
+        self._raw: dict[str, str] = {}
+        for name, value in msg.raw_items():
+            self._raw.setdefault(name.lower(), value)
+        self._text: dict[str, str] = {}
+
+    def date(self) -> tuple[str, datetime | None]:
+        """The Date header as text (see :func:`header_text`) and the moment it names (UTC when
+        it names no zone), parsed once."""
+        raw = self._raw.get("date")
+        value = raw.replace("\r", "").replace("\n", "") if raw is not None else ""
+        if value and value.isascii():
+            try:
+                text, dt = _date_pair(value)
+                text = _WS_RE.sub(" ", text).strip()
+            except Exception:
+                text, dt = "", None
+        else:
+            text = self["Date"]
+            dt = _date(text)
+        if dt is not None and dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return text, dt
+
+    def __getitem__(self, name: str) -> str:
+        key = name.lower()
+        text = self._text.get(key)
+        if text is None:
+            text = self._text[key] = header_text(key, self._raw.get(key))
+        return text
+
+
 def _part_text(part: Any) -> str:
-    try:
-        content = part.get_content()
-        if isinstance(content, str):
-            return content
-    except Exception:  # noqa: S110 - unknown charset, bad CTE...: fall back to raw bytes
-        pass
+    """A text part decoded (transfer encoding, then charset; ASCII when none is named, as the
+    default policy's ``get_content``); an unknown charset falls back to UTF-8, bad bytes
+    become U+FFFD."""
     try:
         payload = part.get_payload(decode=True) or b""
     except Exception:
         return ""
     if not isinstance(payload, bytes):
         return ""
-    charset = "utf-8"
     try:
-        charset = part.get_content_charset() or "utf-8"
+        charset = part.get_content_charset()
+        if charset is None:  # none named: ASCII; named but unusable: the UTF-8 fallback
+            charset = "ascii" if part.get_param("charset") is None else "utf-8"
         return payload.decode(charset, "replace")
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, TypeError):
         return payload.decode("utf-8", "replace")
 
 
@@ -264,16 +360,51 @@ def _date(value: str) -> datetime | None:
     return dt
 
 
-def _parse(raw: bytes) -> Any:
+def _parse(raw: bytes, *, headersonly: bool = False) -> Any:
+    """The message, parsed with the ``compat32`` policy (see :class:`Headers`). With
+    ``headersonly`` the body stays one undecoded payload."""
     from email import policy
     from email.parser import BytesParser
 
-    return BytesParser(policy=policy.default).parsebytes(raw)
+    return BytesParser(policy=policy.compat32).parsebytes(raw, headersonly=headersonly)
 
 
-def locator_of(msg: Any, raw: bytes) -> str:
+# The feedparser's own tests: a header (or continuation) line, and a line (universal newlines).
+_FEED_HEADER_RE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
+_FEED_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")
+
+
+def _parse_full(raw: bytes) -> Any:
+    """The message with its MIME structure.
+
+    A single-part message (nearly all mail) skips the feedparser's line-by-line walk over its
+    body: the header block is found with the feedparser's own rule (lines up to the first one
+    that is not a header line; a blank one is the separator and is dropped), parsed alone,
+    and the rest becomes the payload — what a full parse gives such a message.
+    """
+    from email import policy
+    from email.parser import Parser
+
+    text = raw.decode("ascii", "surrogateescape")  # as BytesParser decodes
+    end = 0
+    while end < len(text):
+        line = _FEED_LINE_RE.match(text, end).group()  # type: ignore[union-attr]
+        if not _FEED_HEADER_RE.match(line):
+            if line[:1] in ("\r", "\n"):
+                end += len(line)
+            break
+        end += len(line)
+    msg = Parser(policy=policy.compat32).parsestr(text[:end], headersonly=True)
+    if msg.get_content_maintype() in ("multipart", "message"):
+        return _parse(raw)
+    msg.set_payload(text[end:])
+    return msg
+
+
+def locator_of(msg: Any, raw: bytes, headers: Headers | None = None) -> str:
     """The message's id, or ``noid:<digest of raw bytes>``."""
-    mid = _message_id(_header(msg, "Message-ID"))
+    headers = headers or Headers(msg)
+    mid = _message_id(headers["Message-ID"])
     return mid or "noid:" + hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
@@ -281,19 +412,20 @@ def message_items(
     raw: bytes, *, source: str, max_chars: int, seen: set[str]
 ) -> Iterator[dict[str, Any] | Skip | None]:
     """Items of one raw message. Yields ``None`` for a duplicate id, a Skip when empty."""
-    msg = _parse(raw)
-    locator = locator_of(msg, raw)
+    msg = _parse_full(raw)
+    headers = Headers(msg)
+    locator = locator_of(msg, raw, headers)
     if locator in seen:
         yield None
         return
     seen.add(locator)
-    subject = _header(msg, "Subject")
-    sender = _header(msg, "From")
-    to = _header(msg, "To")
-    cc = _header(msg, "Cc")
-    date_raw = _header(msg, "Date")
-    refs = _MSGID_RE.findall(_header(msg, "References"))
-    reply_to = _message_id(_header(msg, "In-Reply-To"))
+    subject = headers["Subject"]
+    sender = headers["From"]
+    to = headers["To"]
+    cc = headers["Cc"]
+    date_raw, observed = headers.date()
+    refs = _MSGID_RE.findall(headers["References"])
+    reply_to = _message_id(headers["In-Reply-To"])
     thread = refs[0] if refs else (reply_to or (None if locator.startswith("noid:") else locator))
     body = strip_reply(message_body(msg))
     if not body:
@@ -320,7 +452,6 @@ def message_items(
         f"To: {to}" if to else "",
     ]
     context = truncate(" | ".join(b for b in bits if b), 600) or None
-    observed = _date(date_raw)
     for part, chunk in enumerate(split_text(body, max_chars), 1):
         yield {
             "text": chunk,
@@ -436,17 +567,13 @@ def iter_mbox(path: Path, options: Mapping[str, Any]) -> Iterator[dict[str, Any]
 
 def mbox_ids(path: Path) -> list[str]:
     """Locators of the messages in the mbox (their ids), in order, without parsing bodies."""
-    from email import policy
-    from email.parser import BytesHeaderParser
-
-    parser = BytesHeaderParser(policy=policy.default)
     out: list[str] = []
     seen: set[str] = set()
     for _, raw in _mbox_messages(path, {}):
         if raw is None:
             continue
         try:
-            loc = locator_of(parser.parsebytes(raw), raw)
+            loc = locator_of(_parse(raw, headersonly=True), raw)
         except Exception:  # noqa: S112 - iter_mbox reports it; ids are best effort
             continue
         if loc not in seen:
@@ -500,7 +627,7 @@ def iter_eml(path: Path, options: Mapping[str, Any]) -> Iterator[dict[str, Any] 
 
 def eml_ids(path: Path) -> list[str]:
     raw = _read_eml(path, {})
-    return [locator_of(_parse(raw), raw)]
+    return [locator_of(_parse(raw, headersonly=True), raw)]
 
 
 MBOX = SourceSpec(
