@@ -99,6 +99,18 @@ def run(
         lat = _timed(iter_calls(lambda q: v.recall(q, mode="keyword", limit=10), qs), len(qs))
         out["recall_keyword_p50_ms"] = _pct(lat, 50)
         out["recall_keyword_p99_ms"] = _pct(lat, 99)
+        # top-10 agreement of the (pruned on large vaults) search with exact bm25
+        from memctl.recall.filters import Filters
+        from memctl.recall.keyword import keyword_search
+
+        def top10(q: str, prune: bool) -> set[int]:
+            hits = keyword_search(
+                v.conn, q, filters=Filters(), limit=10, snippets=False, prune=prune
+            )
+            return {h["_rowid"] for h in hits}
+
+        agree = [len(top10(q, True) & (ex := top10(q, False))) / max(1, len(ex)) for q in qs]
+        out["keyword_top10_vs_exact"] = statistics.fmean(agree)
 
         # 3. ingest with embeddings vs raw model.encode, on the same texts
         progress("load the embedding model")

@@ -171,3 +171,27 @@ def _hits(
     # a record erased by another process between the statements is simply not returned
     found = [(by_rowid[rowid], score) for rowid, score in scored if rowid in by_rowid]
     return [_hit(row, rank, score, row[18]) for rank, (row, score) in enumerate(found, 1)]
+
+
+def keyword_scores_for(conn: Any, match: str | None, rowids: list[int]) -> dict[int, float]:
+    """``-bm25`` of the given records for ``match`` (the MATCH expression of the keyword query).
+
+    Records that do not match are absent. bm25's statistics are the whole index's, so the
+    scores compare with :func:`keyword_search`'s: hybrid recall uses this to give a record found
+    only by vector its real keyword score (one FTS5 lookup per rowid, ``rowid IN (...)``).
+    """
+    if match is None or not rowids:
+        return {}
+    weights = ", ".join(str(w) for w in BM25_WEIGHTS)
+    ids = list(dict.fromkeys(int(r) for r in rowids))
+    out: dict[int, float] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for rowid, score in conn.execute(
+            f"SELECT rowid, -bm25(records_fts, {weights}) FROM records_fts "
+            f"WHERE records_fts MATCH ? AND rowid IN ({marks})",
+            [match, *chunk],
+        ):
+            out[int(rowid)] = float(score)
+    return out
