@@ -35,18 +35,27 @@ LONG_NOTE = {  # non-ASCII, several whitespace runs, longer than the plain line'
 ANSI_NOTE = {"text": "A crimson \x1b[1mrose\x1b[0m variety", "namespace": "colour"}
 
 
-@pytest.fixture
-def agent_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def _served(path: Path, monkeypatch: pytest.MonkeyPatch, notes: list[dict]) -> Iterator[Path]:
     """A vault with an embedding model (hashing test embedder), served by an agent."""
-    path = tmp_path / "vault"
     memctl.init_vault(
         path, passphrase=PASSPHRASE, kdf_memory_mib=8, kdf_iterations=1, model="hashing-64"
     )
     monkeypatch.setenv("MEMCTL_VAULT", str(path))
     with memctl.open_vault(path, passphrase=PASSPHRASE) as v:
-        v.ingest_many([*NOTES, LONG_NOTE, ANSI_NOTE])
+        v.ingest_many(notes)
     with serve(path):
         yield path
+
+
+@pytest.fixture
+def agent_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    yield from _served(tmp_path / "vault", monkeypatch, [*NOTES, LONG_NOTE])
+
+
+@pytest.fixture
+def ansi_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The same notes and one whose text holds terminal escape sequences."""
+    yield from _served(tmp_path / "vault", monkeypatch, [*NOTES, LONG_NOTE, ANSI_NOTE])
 
 
 def fast_run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str, str]:
@@ -78,7 +87,6 @@ SERVED = [
     ["-q", "recall", "tulip", "--source", "nowhere:"],  # ... unless --quiet
     ["--vault", "{vault}", "recall", "--json", "tulip", "--explain", "--no-explain"],
     ["recall", "--", "-tulip"],
-    ["recall", "crimson", "--mode", "keyword", "--json"],  # escape characters: JSON keeps them
     ["recall", "tulip", "--passphrase-file", "/nonexistent", "--key-file", "/nonexistent"],
     # errors come from the agent: same message, same exit code
     ["recall", "tulip", "--mode", "bogus"],
@@ -130,12 +138,6 @@ NOT_SERVED = [
     ["--json", "recall", "tulip"],
     ["ingest", "--text", "recall"],
     ["status"],
-    [
-        "recall",
-        "crimson",
-        "--mode",
-        "keyword",
-    ],  # plain text with escapes: click strips them, let it
 ]
 
 
@@ -146,9 +148,18 @@ def test_anything_else_is_left_to_typer(
     assert fast_run(args, capsys) == (None, "", "")
 
 
-def test_typer_strips_escapes_the_fast_path_left(agent_vault: Path) -> None:
-    code, out, _ = typer_run(["recall", "crimson", "--mode", "keyword"])
-    assert code == 0 and "A crimson rose variety" in out and "\x1b" not in out
+def test_escapes_plain_left_to_typer_json_served(
+    ansi_vault: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """click.echo strips escape sequences off a TTY: plain text holding one is left to it."""
+    for mode in ("keyword", "hybrid"):
+        assert fast_run(["recall", "crimson", "--mode", mode], capsys) == (None, "", "")
+        code, out, _ = typer_run(["recall", "crimson", "--mode", mode])
+        assert code == 0 and "A crimson rose variety" in out and "\x1b" not in out
+        args = ["recall", "crimson", "--mode", mode, "--json"]
+        code, out, err = fast_run(args, capsys)
+        assert code == 0 and "\x1b[1mrose" in json.loads(out)[0]["text"]
+        assert (code, out, err) == typer_run(args)
 
 
 def test_no_agent_or_agent_off_is_left_to_typer(
@@ -257,3 +268,63 @@ def test_entry_point_without_agent(vault_path: Path, monkeypatch: pytest.MonkeyP
     code, out, err = _entry(["recall", "tulip"])
     assert (code, out) == (5, "")  # ExitCode.LOCKED, from the Typer command
     assert err.startswith("memctl: error: ")
+
+
+# -- the slow path builds only the subcommand it runs -------------------------------------------
+def _help_argvs() -> list[list[str]]:
+    import typer.main
+
+    root = typer.main.get_command(app)
+    argvs: list[list[str]] = [["--help"], []]
+    for name, cmd in root.commands.items():
+        argvs.append([name, "--help"])
+        for sub in getattr(cmd, "commands", {}):
+            argvs.append([name, sub, "--help"])
+    return argvs
+
+
+def test_lazy_group_prints_what_typer_prints() -> None:
+    """Every help page, and the usage errors, from the lazy root == from Typer's full build."""
+    import click.testing
+    import typer.main
+
+    from memctl.cli import application
+
+    click_runner = click.testing.CliRunner()
+    argvs = [
+        *_help_argvs(),
+        ["bogus"],
+        ["recal", "tulip"],
+        ["key"],
+        ["key", "bogus"],
+        ["recall"],
+        ["recall", "tulip", "--bogus"],
+        ["--bogus"],
+        ["--version"],
+    ]
+    assert len(argvs) > 40
+    for argv in argvs:
+        lazy = click_runner.invoke(application.command(), argv, prog_name="memctl")
+        full = click_runner.invoke(typer.main.get_command(app), argv, prog_name="memctl")
+        assert (lazy.exit_code, lazy.stdout, lazy.stderr) == (
+            full.exit_code,
+            full.stdout,
+            full.stderr,
+        ), argv
+        assert lazy.stdout or lazy.stderr
+
+
+def test_lazy_group_builds_only_what_runs() -> None:
+    import click
+
+    from memctl.cli import application
+
+    root = application.command()
+    assert isinstance(root, application.LazyGroup)
+    ctx = click.Context(root, info_name="memctl")
+    root.get_help(ctx)
+    assert root.commands._built == {}  # the listing came from stand-ins
+    assert root.get_command(ctx, "recall").name == "recall"
+    assert set(root.commands._built) == {"recall"}
+    assert root.list_commands(ctx)[:3] == ["init", "passwd", "status"]
+    assert root.get_command(ctx, "bogus") is None

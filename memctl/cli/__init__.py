@@ -3,7 +3,8 @@
 The console entry point :func:`main` imports nothing heavy: ``memctl recall`` served by a
 running agent goes through :mod:`memctl.cli.fast` (stdlib + the agent client, no typer, click or
 rich); everything else, and any recall the fast path is not sure to print exactly as the Typer
-command would, runs the Typer application in :mod:`memctl.cli.application`.
+command would, runs the Typer application in :mod:`memctl.cli.application` (building only the
+subcommand that runs).
 ``from memctl.cli import app`` still gives that application (loaded on first use).
 """
 
@@ -21,9 +22,9 @@ def main() -> None:
         code = fast.run(argv)
         if code is not None:
             sys.exit(code)
-    from memctl.cli.application import app
+    from memctl.cli import application
 
-    app()
+    application.main()
 
 
 def __getattr__(name: str) -> Any:
