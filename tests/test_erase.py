@@ -406,6 +406,20 @@ def test_neighbours_context_copies_are_scrubbed_even_when_they_differ(tmp_path: 
     assert scan(path, key, ["zqxcafeqxz"], fragments=FRAG).hits == []
 
 
+def test_adjacent_records_erased_together_leave_no_copy(tmp_path: Path) -> None:
+    path = tmp_path / "mv"
+    _model_vault(path)
+    with memctl.open_vault(path, passphrase=PASSPHRASE) as vault:
+        ids = _chat(vault, SECRET)
+        receipt = vault.erase([ids[1], ids[2]])
+        assert receipt["destroyed"]["context_copies"] == 3  # every survivor held one or both
+        for rid in (ids[0], ids[3], ids[4]):
+            context = (vault.get(rid)["context"] or "").lower()
+            assert "zqxcafeqxz" not in context and "yes, where" not in context, context
+        assert er.reembed_queue(vault) == []  # the model was loaded by the ingest: done at once
+        check_whole(vault)
+
+
 def test_context_scrub_stays_within_the_source(tmp_path: Path) -> None:
     path = tmp_path / "mv"
     _model_vault(path)
@@ -565,3 +579,23 @@ def test_cli_batch_erase_one_transaction_one_vacuum(
         key = v.keys.sqlcipher
         assert v.conn.execute("SELECT count(*) FROM records").fetchone()[0] == 200
     assert scan(cli_env, key, words, fragments=FRAG).hits == []
+
+
+def test_cli_reports_neighbour_copies(
+    tmp_path: Path, pwfile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "mv"
+    _model_vault(path)
+    with memctl.open_vault(path, passphrase=PASSPHRASE) as vault:
+        ids = _chat(vault, SECRET)
+    monkeypatch.setenv("MEMCTL_VAULT", str(path))
+    monkeypatch.setenv("MEMCTL_PASSPHRASE_FILE", str(pwfile))
+    r = run("erase", ids[2], "--yes")
+    assert r.exit_code == 0, r.stderr
+    assert "removed copies from 4 neighbour context(s); 4 neighbour vector(s)" in r.stderr
+    assert "zqxcafeqxz" not in r.stderr.lower() + r.stdout.lower()
+    with memctl.open_vault(path, passphrase=PASSPHRASE) as vault:
+        # the two next to it, and the two whose context held it (a vector made by
+        # `model set` embeds the context column): the CLI process never loaded the model
+        assert len(er.reembed_queue(vault)) == 4
+        check_whole(vault)

@@ -78,6 +78,12 @@ def erase(
             f"index entries, {d['versions']} versions, {d['vector_slots']} vector slots, "
             f"{d['data_keys']} data keys; receipt {receipt['receipt_id']}"
         )
+        if d.get("context_copies") or d.get("neighbour_vectors"):
+            common.info(
+                f"removed copies from {d['context_copies']} neighbour context(s); "
+                f"{d['neighbour_vectors']} neighbour vector(s) re-embedded without the erased "
+                "text (now, or when the model is next used)"
+            )
     if receipt["physical"] != "complete":
         common.info(
             "memctl: physical erasure is pending: another process holds a read transaction; "
