@@ -1016,6 +1016,91 @@ def test_strip_reply(text: str, expected: str) -> None:
     assert mail.strip_reply(text) == expected
 
 
+HEADER_SAMPLES = [
+    ("from", "Ada Lovelace <ada@example.org>"),
+    ("from", "cb@example.org"),
+    ("from", '"Doe, John" <j@x.org>'),
+    ("from", '"John Doe" <j@x.org>'),
+    ("from", "John   Doe <j@x.org>"),
+    ("from", "j@x.org (John)"),
+    ("from", "J. Doe <j@x.org>"),
+    ("from", "Ana O'Neil <a@b.org>"),
+    ("from", "a..b@x.org"),
+    ("from", "Ana <>"),
+    ("from", "=?utf-8?q?Fran=C3=A7ois?= <f@x.org>"),
+    ("from", "françois@example.org"),
+    ("from", "caf\udce9 <c@x.org>"),
+    ("to", "a@b.c,d@e.f"),
+    ("to", "a@b.c, Bo Chen <bo@x.org>,\r\n\tthird@x.org"),
+    ("to", "undisclosed-recipients:;"),
+    ("cc", "Team: a@b.c, d@e.f;"),
+    ("cc", "<just@angle.org>"),
+    ("subject", "Re: hello  world"),
+    ("subject", "=?utf-8?q?Cr=C3=A8me?= br=?utf-8?q?=C3=BBl=C3=A9e?="),
+    ("subject", "folded\r\n continuation"),
+    ("subject", "tab\there (comment) ctl\x01x"),
+    ("subject", "caf\udce9 8-bit"),
+    ("subject", ""),
+    ("date", "Mon, 3 Jun 2024 10:00:00 +0200"),
+    ("date", "3 Jun 2024 10:00:00 -0000"),
+    ("date", "Mon, 03 Jun 2024 10:00:00 GMT"),
+    ("date", "garbage"),
+    ("date", "Mon, 31 Feb 2024 10:00:00 +0000"),
+    ("date", ""),
+    ("message-id", "<CAKx=ab+c/d@mail.gmail.com>"),
+    ("message-id", " <a.b@c> "),
+    ("message-id", "<a b@c>"),
+    ("message-id", '<"q"@c>'),
+    ("message-id", "<a@[1.2.3.4]>"),
+    ("message-id", "a@b"),
+    ("references", "<a@b> <c@d>\r\n <e@f>"),
+    ("in-reply-to", "<engine-1@example.org>"),
+]
+
+
+@pytest.mark.parametrize("name, value", HEADER_SAMPLES)
+def test_header_fast_paths_render_like_the_default_policy(name: str, value: str) -> None:
+    """mail.header_text skips the default policy's header classes for plain values; what it
+    returns must be what they render (whitespace squeezed, as the source stores it)."""
+    import re
+    from email import policy
+
+    try:
+        expected = str(policy.default.header_fetch_parse(name, value))
+    except Exception:
+        expected = ""
+    assert mail.header_text(name, value) == re.sub(r"\s+", " ", expected).strip()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: s\nMessage-ID: <a@b>\n\nbody line\nsecond\n",
+        b"Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nCRLF caf\xc3\xa9\r\n",
+        b"Subject: folded\n  header\nX-A: 1\nno separator line\nbody\n",
+        b"From nobody\nSubject: s\n\nunix from first\n",
+        b"Subject: s\nContent-Transfer-Encoding: base64\n\nSGVsbG8gYmFzZTY0\n",
+        b"Subject: s\nContent-Transfer-Encoding: quoted-printable\n\nqp =C3=A9t=C3=A9 soft=\nbreak\n",
+        b"Subject: s\nContent-Type: text/html\n\n<p>Hi <b>there</b></p>\n",
+        b"Subject: only headers\n",
+        b"Subject: s\n\n\n\nbody after blank lines\n",
+        b"Subject: s\rOld: mac\r\rbody\r",
+        b"Subject: s\nContent-Type: text/plain; charset=latin-1\n\ncaf\xe9\n",
+        b"Subject: s\nContent-Type: multipart/alternative; boundary=XX\n\n--XX\n"
+        b"Content-Type: text/plain\n\nplain part\n--XX--\n",
+    ],
+)
+def test_single_part_fast_parse_equals_a_full_parse(raw: bytes) -> None:
+    from email import policy
+    from email.parser import BytesParser
+
+    fast = mail._parse_full(raw)
+    full = BytesParser(policy=policy.compat32).parsebytes(raw)
+    assert fast.items() == full.items()
+    assert fast.get_payload(decode=True) == full.get_payload(decode=True)
+    assert mail.message_body(fast) == mail.message_body(full)
+
+
 # =============================================================================================
 # Chat exports
 
