@@ -355,10 +355,17 @@ def run_rrf(b: Bench, kw_runs, emb, k0: int = 60) -> list[Ranking]:
     return runs
 
 
-def run_fused(b: Bench, kw_runs, emb, *, groups: bool = True, **kwargs) -> list[Ranking]:
-    """The vault's path: top keyword and vector candidates into ``fusion.fuse``."""
+def run_fused(
+    b: Bench, kw_runs, emb, *, groups: bool = True, real_bm25: bool = False, **kwargs
+) -> list[Ranking]:
+    """The vault's path: top keyword and vector candidates into ``fusion.fuse``.
+
+    ``real_bm25``: a vector-only candidate gets its bm25 (``keyword_score`` callback, as the
+    vault does since round 2) instead of 0.
+    """
     runs = []
     for qi, kw in enumerate(kw_runs):
+        bm25 = dict(kw)
         order, cos = b.cosines(emb, qi)
         top = np.argsort(-cos, kind="stable")[: fusion.VECTOR_CANDIDATES]
         vec = [(int(order[j]), float(cos[j])) for j in top]
@@ -368,6 +375,9 @@ def run_fused(b: Bench, kw_runs, emb, *, groups: bool = True, **kwargs) -> list[
             kw[: fusion.KEYWORD_CANDIDATES],
             vec,
             cosine=lambda rows, lookup=lookup: [lookup[r] for r in rows],
+            keyword_score=(lambda rows, bm25=bm25: [bm25.get(r, 0.0) for r in rows])
+            if real_bm25
+            else None,
             groups=grp,
             limit=20,
             **kwargs,
@@ -523,6 +533,19 @@ def main() -> None:
         (
             "H15 as H11, a=0.75, group boost 0.5",
             lambda: run_fused(b, kw_win, "ownctx1", keyword_weight=0.75, group_weight=0.5),
+        ),
+        # round 2 (docs/quality.md): real bm25 for vector-only candidates
+        (
+            "H16 as H9 (two vectors, a=0.7), real bm25 for vector-only",
+            lambda: run_fused(b, kw_win, win_emb, keyword_weight=0.7, real_bm25=True),
+        ),
+        (
+            "H17 as H11 (one vector, a=0.7), real bm25 for vector-only",
+            lambda: run_fused(b, kw_win, "ownctx1", keyword_weight=0.7, real_bm25=True),
+        ),
+        (
+            "H18 as H16, a=0.75",
+            lambda: run_fused(b, kw_win, win_emb, keyword_weight=0.75, real_bm25=True),
         ),
     ]
     quick = {"A1", "A2", "A3", "B1", "B10", "V4", "H9"}

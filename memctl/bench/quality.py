@@ -98,15 +98,22 @@ def run(
                 m: defaultdict(lambda: defaultdict(float)) for m in modes
             }
             cat_n: dict[str, int] = defaultdict(int)
+            # per conversation, so a split (e.g. dev 0-4 / held-out 5-9) can be computed
+            per: dict[str, dict[str, dict[int, float]]] = {
+                m: defaultdict(lambda: defaultdict(float)) for m in modes
+            }
+            per_n: dict[str, int] = defaultdict(int)
             n = 0
             for sample in data:
                 ns = re.sub(r"[^A-Za-z0-9_.-]", "-", str(sample["sample_id"]))
+                sid = str(sample["sample_id"])
                 progress(f"questions of {sample['sample_id']}")
                 for qa in sample["qa"]:
                     evidence = set(EVIDENCE.findall(" ".join(map(str, qa.get("evidence") or []))))
                     if not evidence:
                         continue
                     n += 1
+                    per_n[sid] += 1
                     cat = CATEGORIES.get(qa.get("category"), str(qa.get("category")))
                     cat_n[cat] += 1
                     for mode in modes:
@@ -116,12 +123,18 @@ def run(
                             r = len(evidence & set(found[:k])) / len(evidence)
                             sums[mode][k] += r
                             cats[mode][cat][k] += r
+                            per[mode][sid][k] += r
         result: dict[str, Any] = {"dataset": str(path), "questions": n, "model": model}
         for mode in modes:
             result[mode] = {f"R@{k}": round(sums[mode][k] / n, 4) for k in KS}
             result[mode]["by_category"] = {
                 c: {f"R@{k}": round(cats[mode][c][k] / cat_n[c], 4) for k in KS}
                 for c in sorted(cat_n)
+            }
+            result[mode]["by_sample"] = {
+                s: {"questions": per_n[s]}
+                | {f"R@{k}": round(per[mode][s][k] / per_n[s], 4) for k in KS}
+                for s in per_n
             }
         return result
     finally:
