@@ -195,6 +195,8 @@ def test_vector_only_candidates_get_their_real_keyword_score(hvault) -> None:
     want = {h["_rowid"]: h["score"] for h in hits}
     got = keyword_scores_for(hvault.conn, match, [*want, _rowid(hvault, "pear")])
     assert got == pytest.approx(want)  # same bm25 as the keyword search; no entry for "pear"
+    some = sorted(want)[::3]  # gaps: matching records between them must not be reported
+    assert keyword_scores_for(hvault.conn, match, some) == pytest.approx({r: want[r] for r in some})
     assert keyword_scores_for(hvault.conn, None, list(want)) == {}
 
 

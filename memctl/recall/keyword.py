@@ -178,20 +178,25 @@ def keyword_scores_for(conn: Any, match: str | None, rowids: list[int]) -> dict[
 
     Records that do not match are absent. bm25's statistics are the whole index's, so the
     scores compare with :func:`keyword_search`'s: hybrid recall uses this to give a record found
-    only by vector its real keyword score (one FTS5 lookup per rowid, ``rowid IN (...)``).
+    only by vector its real keyword score. One pass over the matches between the smallest and
+    the largest rowid, bm25 computed only for the wanted ones (``CASE WHEN rowid IN (...)``):
+    a plain ``rowid IN (...)`` constraint restarts the FTS5 query once per rowid (on a
+    synthetic 100k-record index, 100 rowids: 514 ms vs 3 ms within a 3k-rowid span, 573 ms vs
+    84 ms spread over all of it).
     """
     if match is None or not rowids:
         return {}
     weights = ", ".join(str(w) for w in BM25_WEIGHTS)
-    ids = list(dict.fromkeys(int(r) for r in rowids))
+    ids = sorted({int(r) for r in rowids})
     out: dict[int, float] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         for rowid, score in conn.execute(
-            f"SELECT rowid, -bm25(records_fts, {weights}) FROM records_fts "
-            f"WHERE records_fts MATCH ? AND rowid IN ({marks})",
-            [match, *chunk],
+            f"SELECT rowid, CASE WHEN rowid IN ({marks}) THEN -bm25(records_fts, {weights}) END "
+            "FROM records_fts WHERE records_fts MATCH ? AND rowid BETWEEN ? AND ?",
+            [*chunk, match, chunk[0], chunk[-1]],
         ):
-            out[int(rowid)] = float(score)
+            if score is not None:
+                out[int(rowid)] = float(score)
     return out
