@@ -75,7 +75,10 @@ def test_the_table_is_split_as_intended(vault, prune_small) -> None:
 
 def test_pruned_scores_are_the_exact_scores_of_the_candidates(vault, prune_small) -> None:
     query = "alpha zeta beta kappa"
-    assert kw._pruned(vault.conn, ["alpha", "zeta", "beta", "kappa"], Filters(), 5)
+    pruned_plan = kw._pruned(vault.conn, ["alpha", "zeta", "beta", "kappa"], Filters(), 5)
+    assert pruned_plan is not None
+    # the top 5 mix rows holding a common term and rows without: both snippet queries run
+    assert all(pruned_plan[1].values())
     pruned = _search(vault, query, 5, prune=True)
     exact = _search(vault, query, 1000, prune=False)
     candidates = _candidates(vault, ["zeta", "kappa"])
@@ -137,6 +140,7 @@ def test_prefix_terms_count_as_common(vault, prune_small) -> None:
     candidates = _candidates(vault, ["omega"])
     exact = [h for h in _search(vault, "alph* omega", 1000, prune=False) if h["id"] in candidates]
     assert [h["id"] for h in pruned] == [h["id"] for h in exact[:5]]
+    assert [h["snippet"] for h in pruned] == [h["snippet"] for h in exact[:5]]
 
 
 def test_filters_apply_to_pruned_results(vault, prune_small) -> None:

@@ -62,9 +62,10 @@ def keyword_search(
     if match is None:
         return []
     if terms:
-        scored = _pruned(conn, terms, filters, limit)
-        if scored is not None:
-            return _hits(conn, scored, match, snippets)
+        pruned = _pruned(conn, terms, filters, limit)
+        if pruned is not None:
+            scored, plan = pruned
+            return _hits(conn, scored, plan if snippets else None)
     where, params = filters.sql("r")
     snippet = _SNIPPET if snippets else "NULL"
     sql = (
@@ -106,8 +107,9 @@ def _common_terms(conn: Any, terms: list[str], cap: int) -> list[str]:
 
 def _pruned(
     conn: Any, terms: list[str], filters: Filters, limit: int
-) -> list[tuple[int, float]] | None:
-    """``[(rowid, score)]`` best first, scored among rows holding a rare term; None: go exact.
+) -> tuple[list[tuple[int, float]], dict[str, list[int]]] | None:
+    """``[(rowid, score)]`` best first, scored among rows holding a rare term, and for each
+    MATCH expression the rowids whose snippet it gives (see :func:`_snippets`); None: go exact.
 
     None when ``limit`` is large, the table is small, every term is rare (the exact query
     then scores only rare rows anyway), no term is rare, or fewer than ``limit`` candidates
@@ -142,35 +144,54 @@ def _pruned(
     rescore = (
         f"SELECT rowid, -bm25(records_fts, {_weights()}) FROM records_fts WHERE records_fts MATCH ?"
     )
+    with_common: set[int] = set()
     for rowid, score in conn.execute(rescore, [both]):
         if rowid in scores:
             scores[rowid] = score
-    ranked = sorted(scores.items(), key=lambda x: (-x[1], x[0]))
-    return ranked[:limit]
+            with_common.add(rowid)
+    ranked = sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:limit]
+    plan: dict[str, list[int]] = {both: [], rare: []}
+    for rowid, _ in ranked:
+        plan[both if rowid in with_common else rare].append(rowid)
+    return ranked, plan
+
+
+def _snippets(conn: Any, match: str, rowids: list[int]) -> dict[int, str]:
+    """Snippets of ``rowids`` for ``match``, in one pass over its rows between the extremes.
+
+    ``rowid IN (...)`` would restart the FTS5 query once per rowid. The snippets are the full
+    query's: a candidate's phrase instances under ``R`` (no common term in it) or
+    ``(R) AND (C)`` are the full query's instances.
+    """
+    if not rowids:
+        return {}
+    marks = ",".join("?" * len(rowids))
+    sql = (
+        f"SELECT rowid, CASE WHEN rowid IN ({marks}) THEN {_SNIPPET} END FROM records_fts "
+        f"WHERE records_fts MATCH ? AND rowid BETWEEN ? AND ?"
+    )
+    rows = conn.execute(sql, [*rowids, match, min(rowids), max(rowids)])
+    return {rowid: snippet for rowid, snippet in rows if snippet is not None}
 
 
 def _hits(
-    conn: Any, scored: list[tuple[int, float]], match: str, snippets: bool
+    conn: Any, scored: list[tuple[int, float]], plan: dict[str, list[int]] | None
 ) -> list[dict[str, Any]]:
-    """The hit dicts for already-scored rowids, with snippets for the full query."""
+    """The hit dicts for already-scored rowids; snippets when ``plan`` is given."""
     if not scored:
         return []
+    snippets: dict[int, str] = {}
+    for match, rowids in (plan or {}).items():
+        snippets.update(_snippets(conn, match, rowids))
     marks = ",".join("?" * len(scored))
-    ids = [rowid for rowid, _ in scored]
-    if snippets:
-        sql = (
-            f"SELECT {RECORD_COLUMNS}, {_SNIPPET} "
-            f"FROM records_fts JOIN records r ON r.rowid = records_fts.rowid "
-            f"WHERE records_fts MATCH ? AND records_fts.rowid IN ({marks})"
-        )
-        args = [match, *ids]
-    else:
-        sql = f"SELECT {RECORD_COLUMNS}, NULL FROM records r WHERE r.rowid IN ({marks})"
-        args = ids
-    by_rowid = {row[0]: row for row in conn.execute(sql, args)}
+    sql = f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.rowid IN ({marks})"
+    by_rowid = {row[0]: row for row in conn.execute(sql, [r for r, _ in scored])}
     # a record erased by another process between the statements is simply not returned
     found = [(by_rowid[rowid], score) for rowid, score in scored if rowid in by_rowid]
-    return [_hit(row, rank, score, row[18]) for rank, (row, score) in enumerate(found, 1)]
+    return [
+        _hit(row, rank, score, snippets.get(row[0]) if plan is not None else None)
+        for rank, (row, score) in enumerate(found, 1)
+    ]
 
 
 def keyword_scores_for(conn: Any, match: str | None, rowids: list[int]) -> dict[int, float]:
