@@ -296,3 +296,30 @@ def test_hybrid_beats_keyword_on_paraphrases_with_the_real_model(tmp_path: Path)
         keyword, hybrid = hits_at_1("keyword"), hits_at_1("hybrid")
         assert hybrid > keyword
         assert hybrid >= len(PARAPHRASES) - 1
+        assert hybrid >= hits_at_1("vector")
+
+
+@pytest.mark.model
+def test_hybrid_beats_keyword_on_paraphrases_inside_a_conversation(tmp_path: Path) -> None:
+    """The same set as one chat: each record has neighbours about other things, so its own-text
+    and with-context vectors differ; hybrid still beats keyword and is at least vector."""
+    path = tmp_path / "chat"
+    memctl.init_vault(path, passphrase=PASSPHRASE, kdf_memory_mib=8, kdf_iterations=1)
+    texts = [t for pair in zip([t for t, _ in PARAPHRASES], DISTRACTORS, strict=True) for t in pair]
+    with memctl.open_vault(path, passphrase=PASSPHRASE) as v:
+        v.ingest_many([{"text": t, "source": "chat://one"} for t in texts])
+        r = _rowid(v, PARAPHRASES[2][0])
+        assert v.own_vectors.count() == v.vectors.count() == len(texts)
+        assert float(v.own_vectors.get(r) @ v.vectors.get(r)) < 0.99  # two different texts
+
+        def hits_at(mode: str, k: int) -> int:
+            return sum(
+                1
+                for text, query in PARAPHRASES
+                if text in [h["text"] for h in v.recall(query, mode=mode, limit=k)]
+            )
+
+        for k in (1, 3):
+            assert hits_at("hybrid", k) > hits_at("keyword", k)
+            assert hits_at("hybrid", k) >= hits_at("vector", k)
+        assert hits_at("hybrid", 3) >= len(PARAPHRASES) - 1
