@@ -107,7 +107,7 @@ def embedding_texts(title: str, body: str, near: Iterable[str] = ()) -> tuple[st
     ``near``: texts of up to ``EMBED_CONTEXT_RADIUS`` records each side, in order. Own words come
     first in the second text because MiniLM truncates at 256 word pieces: context must never push
     the record itself out of its own vector. The date is not embedded (it did not help).
-    A record without neighbours gets the same text twice (the vault may store one vector).
+    A record without neighbours gets the same text twice (the vault embeds it once).
     """
     own = "\n".join(p for p in (title, body) if p)
     near_text = "\n".join(t for t in near if t)
