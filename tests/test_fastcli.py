@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import memctl
@@ -328,3 +329,37 @@ def test_lazy_group_builds_only_what_runs() -> None:
     assert set(root.commands._built) == {"recall"}
     assert root.list_commands(ctx)[:3] == ["init", "passwd", "status"]
     assert root.get_command(ctx, "bogus") is None
+
+
+def test_lazy_group_edge_cases_match_typer() -> None:
+    """Hidden and deprecated commands, short_help, a plugin-style group, an unnamed sub-app."""
+    import click.testing
+    import typer.main
+
+    from memctl.cli import application
+
+    def build(*, unnamed: bool) -> typer.Typer:
+        t = typer.Typer(cls=application.LazyGroup, no_args_is_help=True, rich_markup_mode=None)
+
+        @t.callback()
+        def root(ctx: typer.Context) -> None:
+            """The root."""
+
+        t.command("shown", short_help="Short.")(lambda: typer.echo("shown ran"))
+        t.command("secret", hidden=True)(lambda: typer.echo("secret ran"))
+        t.command("old", deprecated=True, help="Old one.\n\nMore text.")(lambda: None)
+        hello = typer.Typer(help="Say things.", rich_markup_mode=None)
+        hello.command("say")(lambda: typer.echo("hello from a group"))
+        t.add_typer(hello, **({} if unnamed else {"name": "hello"}))
+        return t
+
+    click_runner = click.testing.CliRunner()
+    for unnamed in (False, True):
+        t = build(unnamed=unnamed)
+        lazy_root = application.command(t)
+        assert isinstance(lazy_root.commands, application._LazyCommands) is not unnamed
+        for argv in (["--help"], ["shown"], ["secret"], ["old"], ["hello", "say"], ["say"]):
+            lazy = click_runner.invoke(application.command(t), argv, prog_name="p")
+            full = click_runner.invoke(typer.main.get_command(t), argv, prog_name="p")
+            assert (lazy.exit_code, lazy.output) == (full.exit_code, full.output), argv
+    assert "hello from a group" in click_runner.invoke(lazy_root, ["say"]).output
