@@ -164,11 +164,13 @@ def erase(
                     conn.execute("INSERT INTO records_fts(records_fts) VALUES('optimize')")
                     fts_rewrite = "optimize (separator key)"
             conn.execute("DELETE FROM temp.memctl_erase_targets")
+            stale: set[int] = set()
             if vault.header.model:
                 stale = (scrubbed | _embedded_neighbours(conn, victims)) - set(rowids)
                 destroyed["neighbour_vectors"] = vault._drop_context_vectors(conn, sorted(stale))
-                queue = set(_queue(conn)) - set(rowids)
-                _set_queue(conn, sorted(queue | stale))
+            queue = set(_queue(conn))
+            if stale or queue & set(rowids):
+                _set_queue(conn, (queue - set(rowids)) | stale)
             conn.executemany(
                 "INSERT INTO erasures(record_id, erased_at, actor, receipt_id) VALUES (?,?,?,?)",
                 [(rid, erased_at, actor, receipt_id) for rid in ids],
@@ -178,7 +180,8 @@ def erase(
             _set_pending(conn, pending)
             vault._journal_erased(ids, actor=actor, receipt_id=receipt_id, destroyed=destroyed)
     if targets and vault.header.model and vault._embedder is not None:
-        reembed_pending(vault)  # the model is loaded (agent, MCP): no need to wait
+        # the model is loaded (agent, MCP): no need to wait; a busy vault leaves it queued
+        reembed_pending(vault, wait_s=1.0)
     complete = finish_physical(vault, wait_s=wait_s) if physical else False
     return {
         "receipt_id": receipt_id,
