@@ -10,6 +10,7 @@ vector and hybrid latencies are real end-to-end timings over a store of that siz
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,14 @@ def run(
         )
         progress(f"vectors for {records} records ({out['vectors']})")
         v.close()
+        originals: dict[int, Any] = {}  # the float32 vectors put, as the recall reference
         if real:
-            with memctl.open_vault(vault_path, passphrase=PASSPHRASE) as v2:
+            from memctl.store.vectors import DEFAULT_PREFIX
+
+            with (
+                memctl.open_vault(vault_path, passphrase=PASSPHRASE) as v2,
+                _capture_vectors(DEFAULT_PREFIX, originals),
+            ):
                 v2.set_model(model)
         else:
             _attach_synthetic(vault_path, pin)
@@ -155,12 +162,15 @@ def run(
         qvecs = emb.encode(qs)
         lat = []
         exact_hits = 0
-        for qv in qvecs:
+        if real:
+            exact = _exact_top10(qvecs, [(list(originals), np.stack(list(originals.values())))])
+        else:
+            exact = _exact_top10(qvecs, _synthetic_chunks(v.conn, int(pin["dim"])))
+        for qv, ex in zip(qvecs, exact, strict=True):
             t = time.perf_counter()
             got = v.vectors.search(qv, 10)
             lat.append((time.perf_counter() - t) * 1000)
-            exact = v.vectors.exact_search(qv, 10)
-            exact_hits += len({r for r, _ in got} & {r for r, _ in exact})
+            exact_hits += len({r for r, _ in got} & ex)
         out["recall_vector_p50_ms"] = _pct(lat, 50)
         out["vector_recall_at_10"] = exact_hits / (10 * len(qvecs))
         progress("hybrid recall")
@@ -272,10 +282,62 @@ def iter_calls(fn: Callable[[str], Any], qs: list[str]) -> Callable[[], Any]:
     return lambda: fn(next(it))
 
 
-def _attach_synthetic(vault_path: Path, pin: dict[str, Any]) -> None:
-    """Pin the model and fill the store with random unit vectors (large sizes only)."""
+@contextlib.contextmanager
+def _capture_vectors(prefix: str, into: dict[int, Any]) -> Iterator[None]:
+    """Keep a copy of the float32 vectors put into the ``prefix`` store while inside.
+
+    The store keeps int8 codes only (format 2, docs/vectors.md), so the bench holds the
+    originals itself to measure recall@10 against exact float32. The store is not changed:
+    every call goes through to the real ``put_many``.
+    """
+    from memctl.store.vectors import VectorStore
+
+    put_many = VectorStore.put_many
+
+    def capture(self: Any, rowids: Any, matrix: Any) -> None:
+        ids = [int(r) for r in rowids]
+        put_many(self, ids, matrix)
+        if self.prefix == prefix:
+            into.update(zip(ids, [row.copy() for row in matrix], strict=True))
+
+    VectorStore.put_many = capture  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        VectorStore.put_many = put_many  # type: ignore[method-assign]
+
+
+def _exact_top10(qvecs: Any, chunks: Iterable[tuple[list[int], Any]]) -> list[set[int]]:
+    """Each query's exact float32 top 10 over vectors given in chunks of (rowids, matrix)."""
     import numpy as np
 
+    best = np.zeros((len(qvecs), 0), np.float32)
+    best_ids = np.zeros((len(qvecs), 0), np.int64)
+    for ids, mat in chunks:
+        scores = np.concatenate([best, qvecs @ np.asarray(mat, np.float32).T], axis=1)
+        cand = np.concatenate([best_ids, np.broadcast_to(ids, (len(qvecs), len(ids)))], axis=1)
+        k = min(10, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(scores, top, axis=1)
+        best_ids = np.take_along_axis(cand, top, axis=1)
+    return [set(row) for row in best_ids.tolist()]
+
+
+def _synthetic_chunks(conn: Any, dim: int) -> Iterator[tuple[list[int], Any]]:
+    """The random unit vectors ``_attach_synthetic`` put, regenerated chunk by chunk."""
+    import numpy as np
+
+    rowids = [r for (r,) in conn.execute("SELECT rowid FROM records ORDER BY rowid")]
+    rng = np.random.default_rng(0)
+    for start in range(0, len(rowids), 10_000):
+        chunk = rowids[start : start + 10_000]
+        m = rng.standard_normal((len(chunk), dim)).astype(np.float32)
+        m /= np.linalg.norm(m, axis=1, keepdims=True)
+        yield chunk, m
+
+
+def _attach_synthetic(vault_path: Path, pin: dict[str, Any]) -> None:
+    """Pin the model and fill the store with random unit vectors (large sizes only)."""
     import memctl
     from memctl.vault import header as hdr
 
@@ -285,15 +347,10 @@ def _attach_synthetic(vault_path: Path, pin: dict[str, Any]) -> None:
         header.seal_public(v.keys)
         hdr.write_header(v.path, header)
         v.header = header
-        rowids = [r for (r,) in v.conn.execute("SELECT rowid FROM records ORDER BY rowid")]
-        rng = np.random.default_rng(0)
         store = v.vectors
         with v.transaction():
             store.set_model({k: pin[k] for k in ("name", "dim", "weights_sha256")})
-        for start in range(0, len(rowids), 10_000):
-            chunk = rowids[start : start + 10_000]
-            m = rng.standard_normal((len(chunk), int(pin["dim"]))).astype(np.float32)
-            m /= np.linalg.norm(m, axis=1, keepdims=True)
+        for chunk, m in _synthetic_chunks(v.conn, int(pin["dim"])):
             with v.transaction():
                 store.put_many(chunk, m)
 
