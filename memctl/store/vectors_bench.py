@@ -66,6 +66,7 @@ def bench_core(
     - ``alloc_slots_per_s``: vectors stored per second by put_many in ``batch``-sized
       transactions (slot allocation + page writes + commit);
     - ``free_slots_per_s``: vectors deleted (slot freed and zeroed) per second during churn;
+    - ``put_one_p50_ms``: one vector ``put`` and its COMMIT, as when one record is ingested;
     - ``occupancy_after_churn``: after 4 rounds of (delete 40% of live at random, insert
       10% of n new, compact with the default threshold); then the store is refilled to n;
     - ``vector_load_s`` (wall) and ``vector_load_cpu_s`` (process CPU, less sensitive to
@@ -142,6 +143,21 @@ def bench_core(
             next_rowid += len(m)
             conn.execute("COMMIT")
         final_occupancy = store.occupancy()
+        # Single-vector writes (one record ingested at a time): each its own transaction.
+        put_one = []
+        singles = []
+        for _ in range(30):
+            m = batch_rows(next_rowid, 1)
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            store.put(next_rowid, m[0])
+            conn.execute("COMMIT")
+            put_one.append(time.perf_counter() - t0)
+            singles.append(next_rowid)
+            next_rowid += 1
+        conn.execute("BEGIN IMMEDIATE")
+        store.delete(singles)
+        conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
 
@@ -194,6 +210,7 @@ def bench_core(
         "slots_per_page": slots_per_page,
         "alloc_slots_per_s": round(n / t_alloc),
         "free_slots_per_s": round(deleted / t_free) if t_free else None,
+        "put_one_p50_ms": ms(put_one, 0.5),
         "occupancy_after_churn": round(occupancy, 4),
         "moved_by_compaction": moved,
         "compact_s": round(t_compact, 3),
