@@ -1047,3 +1047,114 @@ def test_maintain_never_copies_or_deletes_a_damaged_pack(
     assert set(packs) <= set(_packs(path))
     hist.j.commit("x", [Event("y", None, {})], actor="cli")  # no doomed retry at once
     assert caplog.text.count("maintenance skipped") == 1
+
+
+# ---- the bytes a commit writes are fixed (the encoding fast path must not change them) ----
+
+_GOLDEN_IDS = ["01JD0000000000000000000AAA", "01JD0000000000000000000BBB"]
+# Digest of the commit ids and pack files written by the code before the per-event fast path
+# (events encoded three times, ``json.dumps`` per call); computed once and pinned here.
+_GOLDEN_DIGEST = "9a7320c340b4326138dd89789ad2492f71d04e4b1cbd5ee6d0ebfc2a8e3ccd7e"
+
+
+def _golden_journal(tmp_path: Path, monkeypatch) -> bytes:
+    """Commit a fixed set of events under fixed keys, time and nonces; digest what was written."""
+    counter = iter(range(1_000_000))
+
+    def fixed_urandom(n: int) -> bytes:
+        return hashlib.sha256(b"nonce %d" % next(counter)).digest()[:n]
+
+    monkeypatch.setattr("memctl.crypto.aead.os.urandom", fixed_urandom)
+    seed = hashlib.sha512(b"golden journal keys").digest() + b"\x07" * 32
+    keys = JournalKeys(seed[:32], seed[32:64], seed[64:96])
+    deks = {rid: hashlib.sha256(rid.encode()).digest() for rid in _GOLDEN_IDS}
+    j = Journal.create(tmp_path / "golden", keys, durable=False)
+    a, b = _GOLDEN_IDS
+    tricky = {
+        "z": [1, 2.5, -0.0, 1e300, None, True, False, 'é\u2028"\\\n\x00😀'],
+        "a": {"y": {"b": 1, "a": 2}, "x": []},
+        "M": 12345678901234567890,
+        "": "",
+    }
+    t0 = datetime(2025, 3, 1, 12, 0, 7, 123456, tzinfo=UTC)
+    commits = [
+        j.commit(
+            "ingest",
+            [
+                Event("ingest", a, {"text": "première note", "n": 1}, deks[a]),
+                Event("update", a, tricky, deks[a]),
+                Event("ingest", b, {}, deks[b]),
+                Event("model", None, {"from": None, "to": "m/ü"}),
+            ],
+            actor="cli:golden",
+            db_state={"rows": 2, "ü": [1.5, None]},
+            when=t0,
+        ),
+        j.commit(
+            "erase",
+            [
+                Event("erased", b, {"why": "test"}),
+                Event("update", a, {"text": "again"}, deks[a]),
+                Event("void", None, {"voided_seq": 1}),
+                Event("void", None, {"voided_seq": 2}),
+            ],
+            actor="mcp:golden",
+            when=t0 + timedelta(seconds=1),
+        ),
+    ]
+    h = hashlib.sha256()
+    for c in commits:
+        h.update(c.encode() + b"\n")
+    for pack in sorted(_packs(j.path)):
+        h.update(pack.read_bytes())
+    return h.hexdigest().encode() + b" " + commits[-1].encode()
+
+
+def test_commit_bytes_are_unchanged(tmp_path: Path, monkeypatch) -> None:
+    digest, _head = _golden_journal(tmp_path, monkeypatch).split(b" ")
+    assert digest.decode() == _GOLDEN_DIGEST
+
+
+@given(
+    payload=st.dictionaries(
+        st.text(max_size=10),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+            ),
+            max_leaves=8,
+        ),
+        max_size=5,
+    ),
+    record=st.none() | st.just(_GOLDEN_IDS[0]),
+    op=st.sampled_from(["ingest", "update", "erased", "model"]),
+    actor=st.text(max_size=12),
+    jseq=st.integers(min_value=1, max_value=2**40),
+)
+def test_spliced_event_body_equals_its_json(
+    payload: dict, record: str | None, op: str, actor: str, jseq: int
+) -> None:
+    from memctl.journal import events as ev
+
+    time = "2025-03-01T12:00:07.123456Z"
+    body = {
+        "op": op,
+        "record": record,
+        "jseq": jseq,
+        "time": time,
+        "actor": actor,
+        "commit_op": "ingest",
+        "payload": payload,
+    }
+    old = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode()
+    assert ev.dumps(body) == old
+    spliced = ev.EventBodies(actor, "ingest", jseq, time).encode(op, record, ev.dumps(payload))
+    assert spliced == old

@@ -11,7 +11,6 @@ been destroyed, and does not rest on git's SHA-1 alone.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 from typing import Any
@@ -34,20 +33,57 @@ D_MANIFEST = b"memctl-journal-manifest-v1\0"
 D_SEALED = b"memctl-journal-sealed-v1\0"
 
 
+# One encoder for every call: ``json.dumps`` with these options would build a new one each time.
+_ENCODE = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+).encode
+
+
 def dumps(obj: Any) -> bytes:
     """The one JSON encoding the journal writes (sorted keys, ASCII, no NaN)."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode()
+    return _ENCODE(obj).encode()
 
 
 # ---- event blobs ------------------------------------------------------------------------
 
 
 def seal_event(key: bytes, key_class: str, path: str, body: dict[str, Any]) -> bytes:
+    return seal_event_json(key, key_class, path, dumps(body))
+
+
+def seal_event_json(key: bytes, key_class: str, path: str, plain: bytes) -> bytes:
+    """``seal_event`` of a body already encoded with :func:`dumps` (or :class:`EventBodies`)."""
     cls = KEY_CLASS[key_class]
     aad = D_EVENT + bytes([cls]) + path.encode()
-    return bytes([BLOB_VERSION, cls]) + aead.seal(key, dumps(body), aad)
+    return bytes([BLOB_VERSION, cls]) + aead.seal(key, plain, aad)
+
+
+class EventBodies:
+    """``dumps`` of one commit's event bodies, spliced from parts each encoded once.
+
+    A body is ``{"actor", "commit_op", "jseq", "op", "payload", "record", "time"}``: sorted,
+    the four fields shared by the commit are encoded once, the payload once (by the caller's
+    check), and ``encode(...) == dumps(body)`` byte for byte (``sort_keys`` sorts nested
+    objects the same way whether or not they are nested).
+    """
+
+    def __init__(self, actor: str, commit_op: str, jseq: int, time: str) -> None:
+        self._head = (
+            b'{"actor":' + dumps(actor) + b',"commit_op":' + dumps(commit_op)
+            + b',"jseq":' + dumps(jseq) + b',"op":'
+        )  # fmt: skip
+        self._tail = b',"time":' + dumps(time) + b"}"
+        self._ops: dict[str, bytes] = {}
+
+    def encode(self, op: str, record: str | None, payload_json: bytes) -> bytes:
+        op_json = self._ops.get(op)
+        if op_json is None:
+            op_json = self._ops[op] = dumps(op)
+        record_json = b"null" if record is None else dumps(record)
+        return b"".join(
+            (self._head, op_json, b',"payload":', payload_json, b',"record":', record_json,
+             self._tail)
+        )  # fmt: skip
 
 
 def blob_key_class(blob: bytes) -> str:
@@ -70,7 +106,7 @@ def open_event(key: bytes, path: str, blob: bytes) -> dict[str, Any]:
 
 def blob_mac(mac_key: bytes, path: str, blob: bytes) -> str:
     msg = D_BLOB_MAC + path.encode() + b"\0" + blob
-    return hmac.new(mac_key, msg, hashlib.sha256).hexdigest()
+    return hmac.digest(mac_key, msg, "sha256").hex()  # one C call; same as hmac.new(...)
 
 
 # ---- the sealed part of a manifest (actor, db_state) -------------------------------------

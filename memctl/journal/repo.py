@@ -267,7 +267,7 @@ class Journal:
         """
         check_op(op)
         check_actor(actor)
-        _check_events(events)  # all of them before anything is written
+        payloads = _check_events(events)  # all of them before anything is written
         try:
             ev.dumps(db_state)
         except (TypeError, ValueError):
@@ -293,7 +293,9 @@ class Journal:
         listed: list[dict[str, Any]] = []
         next_rseq: dict[str, int] = {}
         n_vault = 0
-        for e in events:
+        bodies = ev.EventBodies(actor, op, seq, time)
+        vault_key, mac_key = self._keys.vault_key, self._keys.mac_key
+        for e, payload in zip(events, payloads, strict=True):
             if e.record_id is None:
                 path = vault_event_path(t, seq, n_vault, e.op)
                 n_vault += 1
@@ -304,24 +306,16 @@ class Journal:
                 path = record_event_path(rid, next_rseq[rid], seq, e.op)
                 next_rseq[rid] += 1
             key_class = KEY_DEK if e.dek is not None else KEY_VAULT
-            key = e.dek if e.dek is not None else self._keys.vault_key
-            body = {
-                "op": e.op,
-                "record": e.record_id,
-                "jseq": seq,
-                "time": time,
-                "actor": actor,
-                "commit_op": op,
-                "payload": e.payload,
-            }
-            blob = ev.seal_event(key, key_class, path, body)
+            key = e.dek if e.dek is not None else vault_key
+            body = bodies.encode(e.op, e.record_id, payload)
+            blob = ev.seal_event_json(key, key_class, path, body)
             oid = staged.add(gitobj.BLOB, blob)
             new[path] = oid
             listed.append(
                 {
                     "path": path,
                     "blob": oid.hex(),
-                    "mac": ev.blob_mac(self._keys.mac_key, path, blob),
+                    "mac": ev.blob_mac(mac_key, path, blob),
                     "op": e.op,
                     "record": e.record_id,
                     "key": key_class,
@@ -571,9 +565,11 @@ class Journal:
 # ---- helpers ----------------------------------------------------------------------------
 
 
-def _check_events(events: list[Event]) -> None:
+def _check_events(events: list[Event]) -> list[bytes]:
+    """Check every event; return each payload's JSON (encoded once, spliced into its body)."""
     if not events:
         raise UsageError("a journal commit needs at least one event")
+    out: list[bytes] = []
     for e in events:
         check_op(e.op)
         if e.record_id is None and e.dek is not None:
@@ -585,9 +581,10 @@ def _check_events(events: list[Event]) -> None:
         if not isinstance(e.payload, dict):
             raise UsageError("journal event payloads must be JSON objects (dicts)")
         try:
-            ev.dumps(e.payload)
+            out.append(ev.dumps(e.payload))
         except (TypeError, ValueError):
             raise UsageError("journal event payloads must be JSON-serialisable") from None
+    return out
 
 
 def _obj(repo: pygit2.Repository, oid: Any, what: str) -> Any:
