@@ -95,6 +95,9 @@ def _tree_key(item: tuple[bytes, tuple[bytes, bytes]]) -> bytes:
 
 def encode_tree(entries: TreeEntries) -> bytes:
     """Serialise a tree, sorted git's way: a directory compares as its name plus ``/``."""
+    if len(entries) == 1:  # most trees of a commit: a new record's folder, its shard
+        for name, (mode, oid) in entries.items():
+            return mode + b" " + name + b"\0" + oid
     return b"".join(
         mode + b" " + name + b"\0" + oid
         for name, (mode, oid) in sorted(entries.items(), key=_tree_key)
