@@ -175,3 +175,26 @@ def test_known_approximation_a_common_words_only_record_is_missed(vault, prune_s
     assert exact[0]["text"] == REPEATER
     assert REPEATER not in {h["text"] for h in pruned}
     assert {h["id"] for h in pruned} <= _candidates(vault, ["omega"])
+
+
+def test_keyword_scores_for_prunes_like_the_search(vault, prune_small) -> None:
+    """Hybrid's bm25 of vector-only candidates: exact for rows holding a rare term, absent
+    (0) for rows holding common terms only — the pruned search's approximation."""
+    query = "alpha zeta beta kappa"
+    match = kw.build_match(query)
+    exact = {h["_rowid"]: h["score"] for h in _search(vault, query, 1000, prune=False)}
+    rowids = sorted(exact)
+    pruned = kw.keyword_scores_for(vault.conn, match, rowids, query=query)
+    full = kw.keyword_scores_for(vault.conn, match, rowids)
+    assert full == pytest.approx(exact, rel=1e-12)
+    rare_rows = {
+        r
+        for (r,) in vault.conn.execute(
+            "SELECT rowid FROM records_fts WHERE records_fts MATCH ?",
+            [fts_term("zeta") + " OR " + fts_term("kappa")],
+        )
+    }
+    assert set(pruned) == rare_rows & set(exact)
+    assert len(pruned) < len(exact)  # some candidates hold common words only
+    for r, score in pruned.items():
+        assert score == pytest.approx(exact[r], rel=1e-12)

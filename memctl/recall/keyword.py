@@ -194,7 +194,9 @@ def _hits(
     ]
 
 
-def keyword_scores_for(conn: Any, match: str | None, rowids: list[int]) -> dict[int, float]:
+def keyword_scores_for(
+    conn: Any, match: str | None, rowids: list[int], *, query: str | None = None
+) -> dict[int, float]:
     """``-bm25`` of the given records for ``match`` (the MATCH expression of the keyword query).
 
     Records that do not match are absent. bm25's statistics are the whole index's, so the
@@ -207,8 +209,36 @@ def keyword_scores_for(conn: Any, match: str | None, rowids: list[int]) -> dict[
     """
     if match is None or not rowids:
         return {}
-    weights = ", ".join(str(w) for w in BM25_WEIGHTS)
     ids = sorted({int(r) for r in rowids})
+    split = _split_terms(conn, query_terms(query)) if query is not None else None
+    if split is None:
+        return _scores_in_range(conn, match, ids)
+    # Pruned like keyword_search (see the module docstring): only the rare terms' doclists are
+    # walked. A row holding no rare term is absent (scores 0), the approximation the pruned
+    # keyword search makes too; a row holding one gets its exact full-query score.
+    rare, both = split
+    out = _scores_in_range(conn, rare, ids)
+    out.update((r, v) for r, v in _scores_in_range(conn, both, ids).items() if r in out)
+    return out
+
+
+def _split_terms(conn: Any, terms: list[str]) -> tuple[str, str] | None:
+    """The pruning's ``(R, (R) AND (C))`` MATCH expressions, or None where it would not prune."""
+    if not terms:
+        return None
+    (rows,) = conn.execute("SELECT max(rowid) FROM records").fetchone()
+    if not rows or rows < PRUNE_MIN_ROWS:
+        return None
+    common = _common_terms(conn, terms, int(COMMON_SHARE * rows))
+    if not common or len(common) == len(terms):
+        return None
+    rare = " OR ".join(fts_term(t) for t in terms if t not in common)
+    return rare, f"({rare}) AND ({' OR '.join(fts_term(t) for t in common)})"
+
+
+def _scores_in_range(conn: Any, match: str, ids: list[int]) -> dict[int, float]:
+    """``-bm25`` for ``match`` of the sorted ``ids`` that match it (one pass per 500 ids)."""
+    weights = ", ".join(str(w) for w in BM25_WEIGHTS)
     out: dict[int, float] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]

@@ -189,13 +189,9 @@ def recall(
             hits.append(hit)
         return hits
     match = build_match(query)
+    # no caller-built match: keyword_search then prunes on large vaults (same expression)
     kw_hits = keyword_search(
-        vault.conn,
-        query,
-        filters=filters,
-        limit=fusion.KEYWORD_CANDIDATES,
-        snippets=True,
-        match=match,
+        vault.conn, query, filters=filters, limit=fusion.KEYWORD_CANDIDATES, snippets=True
     )
     keyword = [(h["_rowid"], h["score"]) for h in kw_hits]
     vector = vector_candidates(vault, qvec, filters, fusion.VECTOR_CANDIDATES)
@@ -204,7 +200,7 @@ def recall(
         return vector_scores(vault, qvec, rowids)
 
     def keyword_score(rowids: Sequence[int]) -> list[float]:
-        scores = keyword_scores_for(vault.conn, match, list(rowids))
+        scores = keyword_scores_for(vault.conn, match, list(rowids), query=query)
         return [scores.get(r, 0.0) for r in rowids]
 
     rows_needed = {r for r, _ in keyword} | {r for r, _ in vector}
