@@ -216,7 +216,15 @@ def _watch_loop(
     def on_term(signum: int, frame: Any) -> None:
         stop.set()
 
+    def on_int(signum: int, frame: Any) -> None:
+        # Ctrl-C stops at the loop's next turn, like SIGTERM, instead of a KeyboardInterrupt
+        # at whatever line runs (a batch mid-write, a lock); a second Ctrl-C interrupts.
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
     previous = signal.signal(signal.SIGTERM, on_term)
+    previous_int = signal.signal(signal.SIGINT, on_int)
 
     def on_batch(delta: Any) -> None:
         if json_out:
@@ -247,6 +255,7 @@ def _watch_loop(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     if not quiet and not json_out:
         sys.stderr.write(f"memctl: stopped; session: {report.line()}\n")
     return report
