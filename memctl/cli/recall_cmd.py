@@ -8,6 +8,7 @@ import typer
 
 from memctl.cli import common
 from memctl.cli.common import JsonOpt, KeyFileOpt, PassCmdOpt, PassFileOpt, VaultOpt
+from memctl.cli.fast import _explain  # one formatter for both paths (the fast path is light)
 
 NamespaceOpt = Annotated[
     list[str] | None, typer.Option("--namespace", "-n", help="Only this namespace (repeatable).")
@@ -102,22 +103,6 @@ def _esc(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
-
-
-def _explain(hit: dict[str, Any]) -> str:
-    parts = []
-    for name, comp in (hit.get("explain") or {}).items():
-        if isinstance(comp, dict):
-            rank = comp.get("rank")
-            score = comp.get("score")
-            parts.append(
-                f"{name}: #{rank if rank is not None else '-'} {score:.3f}"
-                if isinstance(score, float)
-                else f"{name}: {comp}"
-            )
-        else:
-            parts.append(f"{name}: {comp}")
-    return "; ".join(parts)
 
 
 def get(
