@@ -202,6 +202,10 @@ def test_real_model_query_path_matches_batch_path_and_restores_threads() -> None
     texts = [f"note number {i} about the garden and the tomatoes" for i in range(6)]
     threads = torch.get_num_threads()
     batch = e.encode(texts)  # more than QUERY_BATCH_MAX: the pooled path
-    one = e.encode(texts[:1])  # a query: the one-thread path
+    one = e.encode(texts[:1])  # a query: the one-thread path, straight through the modules
     assert torch.get_num_threads() == threads
     assert np.allclose(one[0], batch[0], atol=1e-5)
+    # a small batch of unequal lengths is padded: the mask must keep padding out of the mean
+    mixed = ["tomatoes", "a much longer note about the garden, the tomatoes and the rain", ""]
+    assert np.allclose(e.encode(mixed), e.encode(mixed * 2)[:3], atol=1e-5)
+    assert np.allclose(np.linalg.norm(e.encode(mixed), axis=1), 1.0, atol=1e-5)

@@ -75,10 +75,12 @@ def test_the_table_is_split_as_intended(vault, prune_small) -> None:
 
 def test_pruned_scores_are_the_exact_scores_of_the_candidates(vault, prune_small) -> None:
     query = "alpha zeta beta kappa"
-    pruned_plan = kw._pruned(vault.conn, ["alpha", "zeta", "beta", "kappa"], Filters(), 5)
-    assert pruned_plan is not None
+    cands = kw._pruned(vault.conn, ["alpha", "zeta", "beta", "kappa"], Filters(), 5)
+    assert cands is not None
     # the top 5 mix rows holding a common term and rows without: both snippet queries run
-    assert all(pruned_plan[1].values())
+    plan = cands.plan([r for r, _ in cands.ranked])
+    assert len(plan) == 2
+    assert all(plan.values())
     pruned = _search(vault, query, 5, prune=True)
     exact = _search(vault, query, 1000, prune=False)
     candidates = _candidates(vault, ["zeta", "kappa"])

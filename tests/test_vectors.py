@@ -392,6 +392,35 @@ def test_quantised_top10_agrees_with_exact() -> None:
     assert [r for r, _ in ref] == (np.argsort(-(stored(mat) @ queries[0]))[:10] + 1).tolist()
 
 
+def test_scans_split_in_halves_give_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefilter and the rescoring split across two threads: same hits, same scores."""
+    n, dim = vectors_mod.FULL_SCAN_MAX + 2_000, 64
+    conn = mem_conn()
+    store = VectorStore(conn, dim)
+    mat = unit_rows(22, n, dim)
+    store.put_many(range(1, n + 1), mat)
+    queries = unit_rows(23, 5, dim)
+    allowed = set(range(1, n + 1, 3))
+    whole = [store.search(q, 20) for q in queries] + [
+        store.search(q, 20, allowed_rowids=allowed) for q in queries
+    ]
+    calls: list[int] = []
+    real = vectors_mod._in_halves
+
+    def counted(part, m):
+        calls.append(m)
+        return real(part, m)
+
+    monkeypatch.setattr(vectors_mod, "PARALLEL_MIN", 1_000)
+    monkeypatch.setattr(vectors_mod, "_in_halves", counted)
+    halves = [store.search(q, 20) for q in queries] + [
+        store.search(q, 20, allowed_rowids=allowed) for q in queries
+    ]
+    assert halves == whole
+    assert any(m >= n for m in calls)  # the prefilter over every slot was split
+    assert any(1_000 <= m < n for m in calls)  # and so was the rescoring of its candidates
+
+
 def test_search_with_allowed_rowids_and_scores_sorted() -> None:
     conn = mem_conn()
     store = VectorStore(conn, 32, slots_per_page=16)

@@ -210,6 +210,24 @@ class SentenceTransformerEmbedder:
                 if before != 1:
                     torch.set_num_threads(before)
 
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        """A tiny batch through the model's modules directly, normalised.
+
+        ``SentenceTransformer.encode`` sorts, batches, checks devices and converts around
+        the same forward pass: for one query that is ~3 ms of a ~16 ms call (MiniLM, one
+        thread). The vectors equal ``encode``'s (within 1e-7; tests/test_embed_st.py).
+        """
+        import numpy as np
+        import torch
+
+        model = self._model
+        prep = getattr(model, "preprocess", None) or model.tokenize
+        features = prep(texts)
+        with torch.inference_mode():
+            vecs = model(features)["sentence_embedding"]
+            vecs = torch.nn.functional.normalize(vecs, p=2, dim=1)
+        return np.asarray(vecs.numpy(), dtype=np.float32)
+
     def encode(
         self,
         texts: list[str],
@@ -229,14 +247,7 @@ class SentenceTransformerEmbedder:
             return out
         if len(texts) <= QUERY_BATCH_MAX:
             with self._one_thread():
-                vecs = self._model.encode(
-                    texts,
-                    batch_size=len(texts),
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-            out[:] = np.asarray(vecs, dtype=np.float32)
+                out[:] = self._forward(texts)
             if progress is not None:
                 progress(len(texts))
             return out
