@@ -209,3 +209,36 @@ def test_real_model_query_path_matches_batch_path_and_restores_threads() -> None
     mixed = ["tomatoes", "a much longer note about the garden, the tomatoes and the rain", ""]
     assert np.allclose(e.encode(mixed), e.encode(mixed * 2)[:3], atol=1e-5)
     assert np.allclose(np.linalg.norm(e.encode(mixed), axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.model
+def test_traced_query_path_matches_eager_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from memctl.embed import st
+
+    e = load_embedder("all-MiniLM-L6-v2")
+    texts = ["tomatoes", "where did I put the garden shears last spring?", "word " * 300]
+    eager = np.concatenate([e.encode([t]) for t in texts])
+    assert e._traced is st._UNSET  # one-shot processes never trace
+    assert e.prepare_queries() is True
+    assert e._traced is not None
+    traced = np.concatenate([e.encode([t]) for t in texts])
+    assert np.allclose(traced, eager, atol=1e-5)
+    assert np.allclose(e.encode(texts), eager, atol=1e-5)  # batches stay eager
+    assert e.prepare_queries() is True  # idempotent
+
+    # a pipeline it does not know (here: CLS pooling) is never traced
+    e._traced = st._UNSET
+    monkeypatch.setattr(e._model[1], "pooling_mode", "cls")
+    assert e.prepare_queries() is False
+    monkeypatch.undo()
+    # nor is one whose tracing fails: the eager path serves the queries
+    e._traced = st._UNSET
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("tracing is not supported here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    assert e.prepare_queries() is False
+    assert np.allclose(np.concatenate([e.encode([t]) for t in texts]), eager, atol=1e-6)

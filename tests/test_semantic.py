@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import memctl
 from memctl.cli import app
 from memctl.errors import ModelError, UsageError
+from memctl.vault import semantic
 
 from .conftest import PASSPHRASE
 
@@ -25,15 +26,18 @@ def hvault(tmp_path: Path):
         yield v
 
 
-def test_every_record_gets_two_vectors_and_they_survive_reopen(hvault) -> None:
+def test_every_record_gets_its_vectors_and_they_survive_reopen(hvault) -> None:
     hvault.ingest_many([f"note number {i} about the garden" for i in range(300)])
-    assert hvault.vectors.count() == 300
-    assert hvault.own_vectors.count() == 300
+    chat = [{"text": f"turn {i} of the talk", "source": "chat://t"} for i in range(20)]
+    hvault.ingest_many(chat)
+    # lone notes: one vector each (own text = with context); chat turns: two
+    assert hvault.vectors.count() == 320
+    assert hvault.own_vectors.count() == 20
     path = hvault.path
     hvault.close()
     with memctl.open_vault(path, passphrase=PASSPHRASE) as v:
-        assert v.vectors.count() == 300
-        assert v.own_vectors.count() == 300
+        assert v.vectors.count() == 320
+        assert v.own_vectors.count() == 20
         assert v.default_mode() == "hybrid"
         hit = v.recall("garden note number 7", mode="vector", limit=1)[0]
         assert "garden" in hit["text"]
@@ -82,9 +86,13 @@ def test_erase_frees_the_vector(hvault) -> None:
     rid = hvault.ingest("forget me")
     hvault.ingest("keep me")
     receipt = hvault.erase([rid])
-    assert receipt["destroyed"]["vector_slots"] == 2  # own-text and with-context
+    assert receipt["destroyed"]["vector_slots"] == 1  # a lone note: one vector
     assert hvault.vectors.count() == 1
-    assert hvault.own_vectors.count() == 1
+    assert hvault.own_vectors.count() == 0
+    turns = hvault.ingest_many([{"text": t, "source": "chat://e"} for t in ("hi", "forget this")])
+    receipt = hvault.erase([turns.ids[1]])
+    assert receipt["destroyed"]["vector_slots"] == 2  # a chat turn: own-text and with-context
+    assert hvault.vectors.count() == 2 and hvault.own_vectors.count() == 1
     assert all(h["id"] != rid for h in hvault.recall("forget me", mode="vector"))
 
 
@@ -118,8 +126,12 @@ def test_own_vector_is_the_text_alone_and_reused_without_neighbours(hvault) -> N
     assert counting.calls == [2]  # no neighbours: one text per record, not two
     for text in ("a lone note about tulips", "another lone note about roses"):
         r = _rowid(hvault, text)
-        assert np.array_equal(hvault.own_vectors.get(r), hvault.vectors.get(r))
-        assert np.allclose(hvault.own_vectors.get(r), counting.inner.encode([text])[0], atol=Q8)
+        assert hvault.own_vectors.get(r) is None  # no copy: the one vector is its own text
+        assert np.allclose(hvault.vectors.get(r), counting.inner.encode([text])[0], atol=Q8)
+        q = counting.inner.encode([text])[0]
+        assert semantic.vector_scores(hvault, q, [r])[0] == pytest.approx(
+            float(hvault.vectors.get(r) @ q), abs=1e-5
+        )
     counting.calls.clear()
     chat = ["I adopted a puppy", "what breed?", "a golden retriever"]
     hvault.ingest_many([{"text": t, "source": "chat://c9"} for t in chat])
@@ -168,13 +180,15 @@ def test_old_vault_gets_own_vectors_lazily(hvault) -> None:
         assert v.own_vectors.count() == 0 and v.vectors.count() == 5
         hits = v.recall("ginger cat colour", mode="hybrid", limit=5)  # ranks on context alone
         assert len(hits) == 5
-        v.ingest("a new note after the upgrade")  # new records get both vectors at once
-        assert v.own_vectors.count() == 1
+        v.ingest_many([{"text": "a new turn after the upgrade", "source": "chat://old"}])
+        assert v.own_vectors.count() == 1  # new records get both vectors at once
         counting = CountingEmbedder(v.embedder)
         v._embedder = counting
-        assert v.set_model("hashing-64")["embedded"] == 5  # same model: only what is missing
-        assert sum(counting.calls) == 5  # own texts only; with-context vectors are kept
-        assert v.own_vectors.count() == 6 and v.vectors.count() == 6
+        # same model: only what is missing, the chat turns' own texts (the lone note, without
+        # context, needs no second vector)
+        assert v.set_model("hashing-64")["embedded"] == 4
+        assert sum(counting.calls) == 4  # own texts only; with-context vectors are kept
+        assert v.own_vectors.count() == 5 and v.vectors.count() == 6
         for r, vec in before.items():
             assert np.array_equal(v.vectors.get(r), vec)
         r = _rowid(v, "what colour?")
@@ -216,7 +230,8 @@ def test_keyword_only_vault_refuses_vector_modes(vault) -> None:
 
 
 def test_set_model_is_resumable(vault) -> None:
-    vault.ingest_many([f"record {i}" for i in range(50)])
+    # records with context (a source's chunks): the ones that get two vectors
+    vault.ingest_many([{"text": f"record {i}", "context": f"near {i}"} for i in range(50)])
 
     class Stop(Exception):
         pass

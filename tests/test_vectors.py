@@ -421,6 +421,26 @@ def test_scans_split_in_halves_give_the_same_results(monkeypatch: pytest.MonkeyP
     assert any(1_000 <= m < n for m in calls)  # and so was the rescoring of its candidates
 
 
+def test_snapshot_searches_from_another_thread_as_search_does() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    conn = mem_conn()
+    store = VectorStore(conn, 32, slots_per_page=16)
+    mat = unit_rows(31, 300, 32)
+    store.put_many(range(1, 301), mat)
+    search = store.snapshot()
+    allowed = set(range(50, 120))
+    with ThreadPoolExecutor(1) as pool:  # numpy only: no use of the connection there
+        got = pool.submit(lambda: [search(mat[i], 7) for i in (0, 99, 250)]).result()
+        got_allowed = pool.submit(search, mat[80], 5, allowed_rowids=allowed).result()
+    assert got == [store.search(mat[i], 7) for i in (0, 99, 250)]
+    assert got_allowed == store.search(mat[80], 5, allowed_rowids=allowed)
+    assert search(mat[0], 0) == []
+    # a later write is found by the next snapshot
+    store.put_many([301], mat[:1] * -1.0)
+    assert store.snapshot()(-mat[0], 1)[0][0] == 301
+
+
 def test_search_with_allowed_rowids_and_scores_sorted() -> None:
     conn = mem_conn()
     store = VectorStore(conn, 32, slots_per_page=16)

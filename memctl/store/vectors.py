@@ -879,43 +879,76 @@ class VectorStore:
         max(2000, 40k, n/12)) which are then rescored with int8. The cosines are those of
         the stored int8 vectors (within ~1e-3 of the float32 vectors that were put).
         """
-        np = self._np
         if k <= 0:
             return []
         q = self._check_query(query)
         with self._lock:
+            return self._search_in(self._sync(), q, k, allowed_rowids, candidates)
+
+    def snapshot(self) -> Any:
+        """``search`` over the resident copy as it is now, callable from another thread.
+
+        Brings the resident copy up to date here (that reads the database, so on the
+        connection's thread) and returns ``search(query, k, allowed_rowids=None)`` that
+        touches only numpy: hybrid recall embeds the query and searches on a worker thread
+        while the keyword search uses the connection. Writes through this store object
+        update the resident copy in place (under the store's lock) and are seen; writes by
+        other connections are picked up by the next snapshot.
+        """
+        with self._lock:
             res = self._sync()
-            n = res.n_pages * res.spp
-            if res.live == 0:
+
+        def search(
+            query: Any, k: int = 10, *, allowed_rowids: set[int] | None = None
+        ) -> list[tuple[int, float]]:
+            if k <= 0:
                 return []
-            if allowed_rowids is not None:
-                slots = np.fromiter(
-                    (res.rowid_slot[r] for r in allowed_rowids if r in res.rowid_slot),
-                    dtype=np.int64,
-                )
-                if len(slots) == 0:
-                    return []
-                pool = len(slots)
-            else:
-                slots = None
-                pool = res.live
-            c = candidates or max(MIN_CANDIDATES, 40 * k, pool // CANDIDATE_DIVISOR)
-            if pool <= FULL_SCAN_MAX or c >= pool:
-                if slots is None:  # score the whole prefix in place: no gather
-                    scores = np.einsum("ij,j->i", res.codes[:n], q)
-                    scores *= res.scale[:n]
-                    scores[res.slot_rowid[:n] == 0] = -np.inf
-                    return self._top(res, scores, np.arange(n), min(k, pool))
-                return self._rescore(res, q, slots, k)
-            est = self._estimate(res, q, n)
-            if slots is None:
-                est[res.slot_rowid[:n] == 0] = -np.inf
-            else:
-                mask = np.ones(n, bool)
-                mask[slots] = False
-                est[mask] = -np.inf
-            cand = np.argpartition(-est, c)[:c]
-            return self._rescore(res, q, cand, k)
+            q = self._check_query(query)
+            with self._lock:
+                return self._search_in(res, q, k, allowed_rowids, None)
+
+        return search
+
+    def _search_in(
+        self,
+        res: _Resident,
+        q: Any,
+        k: int,
+        allowed_rowids: set[int] | None,
+        candidates: int | None,
+    ) -> list[tuple[int, float]]:
+        np = self._np
+        n = res.n_pages * res.spp
+        if res.live == 0:
+            return []
+        if allowed_rowids is not None:
+            slots = np.fromiter(
+                (res.rowid_slot[r] for r in allowed_rowids if r in res.rowid_slot),
+                dtype=np.int64,
+            )
+            if len(slots) == 0:
+                return []
+            pool = len(slots)
+        else:
+            slots = None
+            pool = res.live
+        c = candidates or max(MIN_CANDIDATES, 40 * k, pool // CANDIDATE_DIVISOR)
+        if pool <= FULL_SCAN_MAX or c >= pool:
+            if slots is None:  # score the whole prefix in place: no gather
+                scores = np.einsum("ij,j->i", res.codes[:n], q)
+                scores *= res.scale[:n]
+                scores[res.slot_rowid[:n] == 0] = -np.inf
+                return self._top(res, scores, np.arange(n), min(k, pool))
+            return self._rescore(res, q, slots, k)
+        est = self._estimate(res, q, n)
+        if slots is None:
+            est[res.slot_rowid[:n] == 0] = -np.inf
+        else:
+            mask = np.ones(n, bool)
+            mask[slots] = False
+            est[mask] = -np.inf
+        cand = np.argpartition(-est, c)[:c]
+        return self._rescore(res, q, cand, k)
 
     def score_rowids(self, query: Any, rowids: Iterable[int]) -> Any:
         """Cosines (int8 approximations) of ``query`` with the given records' vectors.

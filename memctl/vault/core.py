@@ -334,7 +334,9 @@ class Vault:
     def warm(self) -> None:
         """Load the model and the resident vectors now (the agent calls this)."""
         if self.header.model:
-            _ = self.embedder
+            prepare = getattr(self.embedder, "prepare_queries", None)
+            if prepare is not None:  # a long-lived process: worth tracing the query path
+                prepare()
             for store in self._vector_stores():
                 store.load()
 
@@ -389,56 +391,68 @@ class Vault:
         return {"model": pin, "embedded": self.embed_missing(batch_size, progress=progress)}
 
     def embed_missing(self, batch_size: int = 256, *, progress: Any = None) -> int:
-        """Embed every record that lacks a vector in either store; return how many were done.
+        """Embed every record that lacks a vector it should have; return how many were done.
 
-        Batches of ``batch_size`` records, each its own transaction (resumable). A record that
-        lacks its with-context vector gets both texts embedded in one ``encode`` call (one, if
-        it has no context); one that lacks only its own-text vector gets that one alone.
+        Every record has a with-context vector. A record has an own-text vector too when its
+        two texts differ (it has context); one without context has none (the with-context
+        vector is its own text, :func:`semantic.embed_pairs`). Batches of ``batch_size``
+        records, each its own transaction (resumable). A record that lacks its with-context
+        vector gets both texts embedded in one ``encode`` call (one, if it has no context);
+        one that lacks only its own-text vector gets that one alone.
         """
         from memctl.recall import fusion
         from memctl.vault.semantic import embed_pairs
 
         own_store, ctx_store = self._vector_stores()
+        own_t, ctx_t = own_store.prefix + "_slots", ctx_store.prefix + "_slots"
         done = 0
         after = 0
         while True:
             # in rowid order, each batch after the previous one: a record is tried once a call
             rows = self.conn.execute(
                 "SELECT r.rowid, r.title, r.body, r.context, "
-                f"r.rowid IN (SELECT record_rowid FROM {own_store.prefix}_slots), "
-                f"r.rowid IN (SELECT record_rowid FROM {ctx_store.prefix}_slots) "
+                f"r.rowid IN (SELECT record_rowid FROM {ctx_t}) "
                 "FROM records r WHERE r.rowid > ? AND ("
-                f"r.rowid NOT IN (SELECT record_rowid FROM {own_store.prefix}_slots) OR "
-                f"r.rowid NOT IN (SELECT record_rowid FROM {ctx_store.prefix}_slots)) "
+                f"r.rowid NOT IN (SELECT record_rowid FROM {ctx_t}) OR "
+                f"(coalesce(r.context, '') != '' AND "
+                f"r.rowid NOT IN (SELECT record_rowid FROM {own_t}))) "
                 "ORDER BY r.rowid LIMIT ?",
                 (after, batch_size),
             ).fetchall()
             if not rows:
                 return done
             after = rows[-1][0]
-            pairs = []
-            for _, title, body, context, _, has_ctx in rows:
+            texts = []
+            for _, title, body, context, has_ctx in rows:
                 own, ctx = fusion.embedding_texts(title or "", body, [context] if context else [])
-                pairs.append((own, own if has_ctx else ctx))  # one text when ctx is stored
-            vecs = embed_pairs(self.embedder, pairs)
+                # a record whose with-context vector is stored needs its own text alone
+                texts.append((own, own) if has_ctx else (own, ctx))
+            vecs = embed_pairs(self.embedder, texts)
             with self.transaction():
-                self._put_vectors(
-                    {
-                        row[0]: (own, None if row[5] else ctx)
-                        for row, (own, ctx) in zip(rows, vecs, strict=True)
-                    }
-                )
+                put = {}
+                for row, (own_vec, ctx_vec) in zip(rows, vecs, strict=True):
+                    # own text alone was embedded: embed_pairs returned it as ctx_vec
+                    put[row[0]] = (ctx_vec, None) if row[4] else (own_vec, ctx_vec)
+                self._put_vectors(put)
             done += len(rows)
             if progress:
                 progress(len(rows))
 
     def _put_vectors(self, put: dict[int, tuple[Any, Any]]) -> None:
-        """Store ``rowid -> (own vector, with-context vector or None)`` in the two stores."""
+        """Store ``rowid -> (own vector or None, with-context vector or None)``.
+
+        Own None: the record's texts are equal, so it keeps no own-text vector (one left by
+        an earlier version of the record is dropped). With-context None: keep the stored one.
+        """
         import numpy as np
 
         own_store, ctx_store = self._vector_stores()
-        if put:
-            own_store.put_many(list(put), np.stack([v[0] for v in put.values()]))
+        own = {r: v[0] for r, v in put.items() if v[0] is not None}
+        if own:
+            own_store.put_many(list(own), np.stack(list(own.values())))
+        same = [r for r, v in put.items() if v[0] is None and v[1] is not None]
+        if same:
+            own_store.delete(same)
         ctx = {r: v[1] for r, v in put.items() if v[1] is not None}
         if ctx:
             ctx_store.put_many(list(ctx), np.stack(list(ctx.values())))

@@ -9,6 +9,7 @@ text: it is embedded once and the vector stored in both.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -109,10 +110,12 @@ def fill_context(vault: Vault, batch: list[Prepared]) -> dict[int, tuple[str, st
 
 
 def embed_pairs(embedder: Any, pairs: Sequence[tuple[str, str]]) -> list[tuple[Any, Any]]:
-    """``(own vector, with-context vector)`` per ``(own text, with-context text)`` pair.
+    """``(own vector or None, with-context vector)`` per ``(own text, with-context text)`` pair.
 
-    One ``encode`` call for all the distinct texts: a record without neighbours (both texts
-    equal) costs one embedding, and its vector goes into both stores.
+    One ``encode`` call for all the distinct texts. A record without neighbours (both texts
+    equal) costs one embedding and gets None for its own vector: its with-context vector *is*
+    its own-text vector, so the own-text store keeps no copy of it (434 bytes per record at
+    384-d) and recall scores it by the one vector (:func:`fusion.mix_cosines`).
     """
     index: dict[str, int] = {}
     for own, ctx in pairs:
@@ -121,7 +124,7 @@ def embed_pairs(embedder: Any, pairs: Sequence[tuple[str, str]]) -> list[tuple[A
     if not index:
         return []
     matrix = embedder.encode(list(index))
-    return [(matrix[index[own]], matrix[index[ctx]]) for own, ctx in pairs]
+    return [(None if own == ctx else matrix[index[own]], matrix[index[ctx]]) for own, ctx in pairs]
 
 
 # -- recall ---------------------------------------------------------------------------------
@@ -149,18 +152,21 @@ def vector_scores(vault: Vault, qvec: Any, rowids: Sequence[int]) -> list[float]
 def vector_candidates(vault: Vault, qvec: Any, filters: Filters, k: int) -> list[tuple[int, float]]:
     """The top ``k`` records by vector score (best first, ties by rowid).
 
-    Candidates are the top ``max(k, VECTOR_CANDIDATES)`` of each store (own text, with
-    context), re-scored with both.
+    Candidates are the top ``max(k, VECTOR_CANDIDATES)`` of the with-context store, re-scored
+    with both vectors (:func:`vector_scores`). Every record has a with-context vector (the
+    same as its own when it has no neighbours), so searching the own-text store too would
+    only find records whose own text alone is close: on LoCoMo, dropping that second search
+    changed no figure (docs/quality.md, round 3) and it halves the scan.
     """
     allowed = allowed_rowids(vault, filters)
     if allowed is not None and not allowed:
         return []
     n = max(k, fusion.VECTOR_CANDIDATES)
-    pool: dict[int, None] = {}
-    for store in (vault.vectors, vault.own_vectors):
-        for r, _ in store.search(qvec, n, allowed_rowids=allowed):
-            pool[int(r)] = None
-    ids = list(pool)
+    found = vault.vectors.search(qvec, n, allowed_rowids=allowed)
+    return _rescored(vault, qvec, [int(r) for r, _ in found], k)
+
+
+def _rescored(vault: Vault, qvec: Any, ids: list[int], k: int) -> list[tuple[int, float]]:
     ranked = sorted(zip(ids, vector_scores(vault, qvec, ids), strict=True), key=_best_first)
     return ranked[:k]
 
@@ -172,12 +178,10 @@ def _best_first(pair: tuple[int, float]) -> tuple[float, int]:
 def recall(
     vault: Vault, query: str, *, mode: str, filters: Filters, limit: int
 ) -> list[dict[str, Any]]:
-    from memctl.recall.keyword import keyword_scores_for, keyword_search
-    from memctl.recall.query import build_match
     from memctl.vault.records import row_to_dict
 
-    qvec = vault.embedder.encode([query])[0]
     if mode == "vector":
+        qvec = vault.embedder.encode([query])[0]
         pairs = vector_candidates(vault, qvec, filters, limit)
         rows = _rows(vault, [r for r, _ in pairs])
         hits = []
@@ -188,40 +192,70 @@ def recall(
             hit["explain"] = {"vector": {"rank": rank, "score": score}}
             hits.append(hit)
         return hits
-    match = build_match(query)
-    # no caller-built match: keyword_search then prunes on large vaults (same expression)
-    kw_hits = keyword_search(
-        vault.conn, query, filters=filters, limit=fusion.KEYWORD_CANDIDATES, snippets=True
-    )
-    keyword = [(h["_rowid"], h["score"]) for h in kw_hits]
-    vector = vector_candidates(vault, qvec, filters, fusion.VECTOR_CANDIDATES)
+    return _hybrid(vault, query, filters, limit)
+
+
+def _hybrid(vault: Vault, query: str, filters: Filters, limit: int) -> list[dict[str, Any]]:
+    """Hybrid recall (:mod:`memctl.recall.fusion`).
+
+    Two threads: a worker embeds the query and searches the resident vectors (numpy only,
+    on a snapshot taken here) while this thread scores the keyword candidates and looks up
+    their groups on the connection. torch's traced graph, numpy and SQLite all release the
+    GIL, so on two cores the two halves overlap. Rows and snippets are fetched for the final
+    hits only.
+    """
+    from memctl.recall.keyword import hits_for, keyword_candidates, keyword_scores_for
+
+    allowed = allowed_rowids(vault, filters)
+    search = vault.vectors.snapshot()
+    n_vec = fusion.VECTOR_CANDIDATES
+    embedder = vault.embedder
+
+    def embed_and_search() -> tuple[Any, list[int]]:
+        qvec = embedder.encode([query])[0]
+        if allowed is not None and not allowed:
+            return qvec, []
+        return qvec, [int(r) for r, _ in search(qvec, n_vec, allowed_rowids=allowed)]
+
+    pending = _in_background(embed_and_search)
+    kw = keyword_candidates(vault.conn, query, filters=filters, limit=fusion.KEYWORD_CANDIDATES)
+    keyword = kw.ranked if kw is not None else []
+    groups = _groups(vault, {r for r, _ in keyword})
+    qvec, found = pending.result()
+    vector = _rescored(vault, qvec, found, n_vec)
+    groups.update(_groups(vault, {r for r, _ in vector} - {r for r, _ in keyword}))
 
     def cosine(rowids: Sequence[int]) -> list[float]:
         return vector_scores(vault, qvec, rowids)
 
     def keyword_score(rowids: Sequence[int]) -> list[float]:
-        scores = keyword_scores_for(vault.conn, match, list(rowids), query=query)
+        if kw is None:
+            return [0.0] * len(rowids)
+        if kw.scores is not None:  # pruned: every row holding a rare term is scored already
+            return [kw.scores.get(r, 0.0) for r in rowids]
+        scores = keyword_scores_for(vault.conn, kw.match, list(rowids), query=query)
         return [scores.get(r, 0.0) for r in rowids]
 
-    rows_needed = {r for r, _ in keyword} | {r for r, _ in vector}
-    by_rowid = {h["_rowid"]: h for h in kw_hits}
-    missing = [r for r in rows_needed if r not in by_rowid]
-    extra = _rows(vault, missing)
-    groups: dict[int, Any] = {}
-    for rowid in rows_needed:
-        src = by_rowid[rowid]["source"] if rowid in by_rowid else extra[rowid][7]
-        if src:
-            groups[rowid] = src
     fused = fusion.fuse(
         keyword, vector, cosine=cosine, keyword_score=keyword_score, groups=groups, limit=limit
     )
+    # snippets for every final hit that matches the query by keywords
+    matching = [f.rowid for f in fused if f.components.get("keyword_score", 0.0) > 0]
+    fetched = hits_for(
+        vault.conn,
+        [(f.rowid, f.score) for f in fused],
+        kw.plan(matching) if kw is not None else None,
+        seek=True,
+    )
+    by_rowid = {h["_rowid"]: h for h in fetched}
     hits = []
-    for rank, f in enumerate(fused, 1):
-        hit = dict(by_rowid[f.rowid]) if f.rowid in by_rowid else row_to_dict(extra[f.rowid])
-        hit.setdefault("snippet", None)
+    for f in fused:
+        hit = by_rowid.get(f.rowid)
+        if hit is None:  # erased by another process since it was scored
+            continue
         hit["score"] = f.score
         hit["explain"] = {
-            "hybrid": {"rank": rank, "score": f.score},
+            "hybrid": {"rank": len(hits) + 1, "score": f.score},
             "keyword": {
                 "rank": f.components.get("keyword_rank"),
                 "score": f.components.get("keyword_score"),
@@ -234,6 +268,35 @@ def recall(
         }
         hits.append(hit)
     return hits
+
+
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+
+
+def _in_background(fn: Any) -> Any:
+    """A future of ``fn()``, run on a long-lived worker thread."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memctl-embed")
+    return _POOL.submit(fn)
+
+
+def _groups(vault: Vault, rowids: set[int]) -> dict[int, Any]:
+    """Each record's group for fusion's thread credit: its source, when it has one."""
+    ids = sorted(rowids)
+    out: dict[int, Any] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT rowid, source FROM records WHERE rowid IN ({marks}) AND source IS NOT NULL"
+        for rowid, source in vault.conn.execute(sql, chunk):
+            if source:
+                out[rowid] = source
+    return out
 
 
 def _rows(vault: Vault, rowids: list[int]) -> dict[int, tuple[Any, ...]]:
