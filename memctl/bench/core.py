@@ -348,9 +348,10 @@ def _attach_synthetic(vault_path: Path, pin: dict[str, Any]) -> None:
         header.seal_public(v.keys)
         hdr.write_header(v.path, header)
         v.header = header
-        # both stores, as ingest fills them: the bench's records have no neighbours, so a
-        # record's own-text vector is its with-context vector
-        stores = (v.vectors, v.own_vectors)
+        # as ingest stores them: the bench's records have no source and so no context, and a
+        # record without context has one vector, in the with-context store (its own text;
+        # semantic.embed_pairs). A record with context would also get an own-text vector.
+        stores = (v.vectors,)
         with v.transaction():
             for store in stores:
                 store.set_model({k: pin[k] for k in ("name", "dim", "weights_sha256")})
