@@ -17,6 +17,7 @@ record). Measured by ``memctl bench core`` (``keyword_top10_vs_exact``); see doc
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,7 +196,8 @@ def _pruned(conn: Any, terms: list[str], filters: Filters, limit: int) -> Candid
         if rowid in scores:
             scores[rowid] = score
             with_common.add(rowid)
-    ranked = sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:limit]
+    # the best ``limit`` of thousands: a heap, not a sort (4 ms of 50 at 1M records)
+    ranked = heapq.nsmallest(limit, scores.items(), key=lambda x: (-x[1], x[0]))
     return Candidates(
         ranked=ranked, match=rare, scores=scores, both=both, with_common=frozenset(with_common)
     )
