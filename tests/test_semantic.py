@@ -338,3 +338,16 @@ def test_hybrid_beats_keyword_on_paraphrases_inside_a_conversation(tmp_path: Pat
             assert hits_at("hybrid", k) > hits_at("keyword", k)
             assert hits_at("hybrid", k) >= hits_at("vector", k)
         assert hits_at("hybrid", 3) >= len(PARAPHRASES) - 1
+
+
+def test_a_record_that_loses_its_context_loses_its_own_vector(hvault) -> None:
+    """(None, ctx) stores the one vector and drops an own-text vector left from before."""
+    np = pytest.importorskip("numpy")
+    hvault.ingest_many([{"text": t, "source": "chat://l"} for t in ("one", "two")])
+    r = _rowid(hvault, "two")
+    assert hvault.own_vectors.get(r) is not None
+    vec = hvault.embedder.encode(["two"])[0]
+    with hvault.transaction():
+        hvault._put_vectors({r: (None, vec)})
+    assert hvault.own_vectors.get(r) is None
+    assert np.allclose(hvault.vectors.get(r), vec, atol=Q8)
