@@ -46,6 +46,14 @@ def mem_conn() -> sqlite3.Connection:
     return conn
 
 
+def filled_store(n: int, dim: int, *, seed: int) -> tuple[VectorStore, np.ndarray]:
+    """An in-memory store holding ``n`` random unit vectors at rowids 1..n, and the vectors."""
+    store = VectorStore(mem_conn(), dim)
+    mat = unit_rows(seed, n, dim)
+    store.put_many(range(1, n + 1), mat)
+    return store, mat
+
+
 def file_conn(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -375,10 +383,7 @@ def test_compaction_drops_empty_tail_pages_without_moving() -> None:
 def test_quantised_top10_agrees_with_exact() -> None:
     """Random vectors are the hardest case (no clusters); prefilter path is exercised."""
     n, dim = vectors_mod.FULL_SCAN_MAX + 3_616, 384
-    conn = mem_conn()
-    store = VectorStore(conn, dim)
-    mat = unit_rows(20, n, dim)
-    store.put_many(range(1, n + 1), mat)
+    store, mat = filled_store(n, dim, seed=20)
     queries = unit_rows(21, 40, dim)
     recalls = []
     for q in queries:
@@ -395,10 +400,7 @@ def test_quantised_top10_agrees_with_exact() -> None:
 def test_scans_split_in_halves_give_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
     """The prefilter and the rescoring split across two threads: same hits, same scores."""
     n, dim = vectors_mod.FULL_SCAN_MAX + 2_000, 64
-    conn = mem_conn()
-    store = VectorStore(conn, dim)
-    mat = unit_rows(22, n, dim)
-    store.put_many(range(1, n + 1), mat)
+    store, _ = filled_store(n, dim, seed=22)
     queries = unit_rows(23, 5, dim)
     allowed = set(range(1, n + 1, 3))
     whole = [store.search(q, 20) for q in queries] + [
@@ -462,10 +464,7 @@ def test_search_with_allowed_rowids_and_scores_sorted() -> None:
 
 def test_prefilter_with_allowed_rowids() -> None:
     n, dim = vectors_mod.FULL_SCAN_MAX + 1_000, 64
-    conn = mem_conn()
-    store = VectorStore(conn, dim)
-    mat = unit_rows(40, n, dim)
-    store.put_many(range(1, n + 1), mat)
+    store, mat = filled_store(n, dim, seed=40)
     allowed = set(range(1, n + 1, 2))  # larger than FULL_SCAN_MAX: prefilter with a mask
     for i in (0, 2, 4000, 9000):
         hits = store.search(mat[i], 5, allowed_rowids=allowed, candidates=2000)

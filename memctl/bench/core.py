@@ -351,14 +351,12 @@ def _attach_synthetic(vault_path: Path, pin: dict[str, Any]) -> None:
         # as ingest stores them: the bench's records have no source and so no context, and a
         # record without context has one vector, in the with-context store (its own text;
         # semantic.embed_pairs). A record with context would also get an own-text vector.
-        stores = (v.vectors,)
+        store = v.vectors
         with v.transaction():
-            for store in stores:
-                store.set_model({k: pin[k] for k in ("name", "dim", "weights_sha256")})
+            store.set_model({k: pin[k] for k in ("name", "dim", "weights_sha256")})
         for chunk, m in _synthetic_chunks(v.conn, int(pin["dim"])):
             with v.transaction():
-                for store in stores:
-                    store.put_many(chunk, m)
+                store.put_many(chunk, m)
 
 
 def _agent_peak_rss_mb(vault_path: Path) -> float:

@@ -31,7 +31,7 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 #: Calls with at most this many texts (queries) run on one torch thread (see ``_one_thread``).
 QUERY_BATCH_MAX = 4
 _THREADS_LOCK = threading.Lock()
-#: The transformer inputs a traced query graph takes, in order (see ``_graph``).
+#: The transformer inputs a traced query graph takes, in order (see ``prepare_queries``).
 _GRAPH_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 _UNSET: Any = object()
 DEFAULT_MODEL_DIM = 384
@@ -227,8 +227,7 @@ class SentenceTransformerEmbedder:
         import torch
 
         model = self._model
-        prep = getattr(model, "preprocess", None) or model.tokenize
-        features = prep(texts)
+        features = self._prep(texts)
         graph = self._traced if len(texts) == 1 and self._traced is not _UNSET else None
         with torch.inference_mode():
             if graph is not None:
@@ -273,7 +272,7 @@ class SentenceTransformerEmbedder:
         if getattr(mods[1], "pooling_mode", None) != "mean":
             return None
         inner = getattr(mods[0], "auto_model", None)
-        prep = getattr(self._model, "preprocess", None) or self._model.tokenize
+        prep = self._prep
         if inner is None or not all(k in prep(["x"]) for k in _GRAPH_INPUTS):
             return None
 
@@ -305,16 +304,20 @@ class SentenceTransformerEmbedder:
             )
             # not frozen: freezing copies the weights into the graph (+90 MB resident) and
             # measured no faster than the traced module, which shares them with the model
-            graph = traced
             for text in ("x", "a short query", " ".join(["word"] * 40), "long " * 400):
                 f = prep([text])
-                got = graph(*(f[k] for k in _GRAPH_INPUTS)).mean(dim=1)
+                got = traced(*(f[k] for k in _GRAPH_INPUTS)).mean(dim=1)
                 want = self._model(f)["sentence_embedding"]
                 got = torch.nn.functional.normalize(got, p=2, dim=1)
                 want = torch.nn.functional.normalize(want, p=2, dim=1)
                 if got.shape != want.shape or float((got - want).abs().max()) > 1e-5:
                     return None
-        return graph
+        return traced
+
+    def _prep(self, texts: list[str]) -> Any:
+        """The model's input tensors for ``texts`` (``tokenize`` before sentence-transformers 6)."""
+        prep = getattr(self._model, "preprocess", None) or self._model.tokenize
+        return prep(texts)
 
     def encode(
         self,

@@ -146,13 +146,19 @@ def keyword_candidates(conn: Any, query: str, *, filters: Filters, limit: int) -
     if pruned is not None:
         return pruned
     where, params = filters.sql("r")
-    join = "" if filters.is_empty() else "JOIN records r ON r.rowid = records_fts.rowid "
     sql = (
-        f"SELECT records_fts.rowid, -bm25(records_fts, {_weights()}) FROM records_fts {join}"
-        f"WHERE records_fts MATCH ? AND {where} ORDER BY bm25(records_fts, {_weights()}) LIMIT ?"
+        f"SELECT records_fts.rowid, -bm25(records_fts, {_weights()}) FROM records_fts "
+        f"{_join(filters)}WHERE records_fts MATCH ? AND {where} "
+        f"ORDER BY bm25(records_fts, {_weights()}) LIMIT ?"
     )
     ranked = [(int(r), float(s)) for r, s in conn.execute(sql, [match, *params, limit])]
     return Candidates(ranked=ranked, match=match)
+
+
+def _join(filters: Filters) -> str:
+    """The records join the filters need; none without filters (it costs a row lookup per
+    candidate)."""
+    return "" if filters.is_empty() else "JOIN records r ON r.rowid = records_fts.rowid "
 
 
 def _pruned(conn: Any, terms: list[str], filters: Filters, limit: int) -> Candidates | None:
@@ -176,11 +182,9 @@ def _pruned(conn: Any, terms: list[str], filters: Filters, limit: int) -> Candid
         return None
     rare = " OR ".join(fts_term(t) for t in terms if t not in common)
     where, params = filters.sql("r")
-    # the join costs a records row lookup per candidate: only when something filters
-    join = "" if filters.is_empty() else "JOIN records r ON r.rowid = records_fts.rowid "
     sql = (
-        f"SELECT records_fts.rowid, -bm25(records_fts, {_weights()}) FROM records_fts {join}"
-        f"WHERE records_fts MATCH ? AND {where}"
+        f"SELECT records_fts.rowid, -bm25(records_fts, {_weights()}) FROM records_fts "
+        f"{_join(filters)}WHERE records_fts MATCH ? AND {where}"
     )
     scores = dict(conn.execute(sql, [rare, *params]).fetchall())
     if len(scores) < limit:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from memctl.errors import CorruptVault, ModelError, UsageError
+from memctl.worker import Worker
 
 FORMAT_VERSION = 2
 SLOTS_PER_PAGE = 256  # a 99 KiB page row at dim 384 (fits 4 KiB pages well); docs/vectors.md
@@ -59,8 +60,7 @@ _SCHEMA = (
 #: From this many slots (or candidates) on, a scan is split in two halves, one on a worker
 #: thread: numpy releases the GIL in these loops, so on two cores the halves run at once.
 PARALLEL_MIN = 32_768
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
+_SCAN = Worker("memctl-scan")
 
 
 def _in_halves(part: Any, n: int) -> list[Any]:
@@ -69,16 +69,10 @@ def _in_halves(part: Any, n: int) -> list[Any]:
     Only pure numpy work goes to the worker (no database access: the connection stays on
     the caller's thread).
     """
-    global _POOL
     if n < PARALLEL_MIN:
         return [part(0, n)]
-    with _POOL_LOCK:
-        if _POOL is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memctl-scan")
     mid = n // 2
-    first = _POOL.submit(part, 0, mid)
+    first = _SCAN.submit(part, 0, mid)
     second = part(mid, n)
     return [first.result(), second]
 

@@ -9,7 +9,6 @@ text: it is embedded once and the vector stored in both.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from memctl.errors import ModelError, UsageError
 from memctl.recall import fusion
 from memctl.recall.filters import Filters
+from memctl.worker import Worker
 
 if TYPE_CHECKING:
     from memctl.vault.core import Vault
@@ -217,7 +217,7 @@ def _hybrid(vault: Vault, query: str, filters: Filters, limit: int) -> list[dict
             return qvec, []
         return qvec, [int(r) for r, _ in search(qvec, n_vec, allowed_rowids=allowed)]
 
-    pending = _in_background(embed_and_search)
+    pending = _EMBED.submit(embed_and_search)
     kw = keyword_candidates(vault.conn, query, filters=filters, limit=fusion.KEYWORD_CANDIDATES)
     keyword = kw.ranked if kw is not None else []
     groups = _groups(vault, {r for r, _ in keyword})
@@ -270,49 +270,29 @@ def _hybrid(vault: Vault, query: str, filters: Filters, limit: int) -> list[dict
     return hits
 
 
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
-
-
-def _in_background(fn: Any) -> Any:
-    """A future of ``fn()``, run on a long-lived worker thread."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memctl-embed")
-    return _POOL.submit(fn)
+#: Embeds the query and searches the vectors while the caller scores keywords (its own
+#: thread: the vector scan hands half its work to the store's worker and waits for it).
+_EMBED = Worker("memctl-embed")
 
 
 def _groups(vault: Vault, rowids: set[int]) -> dict[int, Any]:
     """Each record's group for fusion's thread credit: its source, when it has one."""
-    ids = sorted(rowids)
-    out: dict[int, Any] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT rowid, source FROM records WHERE rowid IN ({marks}) AND source IS NOT NULL"
-        for rowid, source in vault.conn.execute(sql, chunk):
-            if source:
-                out[rowid] = source
-    return out
+    sql = "SELECT rowid, source FROM records WHERE rowid IN ({marks}) AND source IS NOT NULL"
+    return {rowid: source for rowid, source in _in_chunks(vault, sql, sorted(rowids)) if source}
 
 
 def _rows(vault: Vault, rowids: list[int]) -> dict[int, tuple[Any, ...]]:
     from memctl.vault.records import RECORD_COLUMNS
 
-    if not rowids:
-        return {}
-    out: dict[int, tuple[Any, ...]] = {}
-    for start in range(0, len(rowids), 500):
-        chunk = rowids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for row in vault.conn.execute(
-            f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.rowid IN ({marks})", chunk
-        ):
-            out[row[0]] = row
-    return out
+    sql = f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.rowid IN ({{marks}})"
+    return {row[0]: row for row in _in_chunks(vault, sql, rowids)}
+
+
+def _in_chunks(vault: Vault, sql: str, ids: list[int]) -> Any:
+    """The rows of ``sql`` (``{marks}`` in it: the placeholders) for ``ids``, 500 at a time."""
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        yield from vault.conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk)
 
 
 def check_mode(vault: Vault, mode: str) -> None:
