@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.deps: pyproject.toml | $(BIN)/python
+$(VENV)/.deps: pyproject.toml setup.py memctl/recall/_memrank.c | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@

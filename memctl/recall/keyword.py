@@ -24,6 +24,7 @@ from typing import Any
 from memctl.recall import fusion
 from memctl.recall.filters import Filters
 from memctl.recall.query import build_match, fts_term, query_terms
+from memctl.recall.rank import TermStats, ranker
 from memctl.vault.records import RECORD_COLUMNS, row_to_dict
 
 # bm25 column weights: title, body, tags, context (measured: docs/quality.md). The context column
@@ -59,25 +60,10 @@ def keyword_search(
     ``prune=False`` forces the exact query (the bench compares the two). A caller-built
     ``match`` is never pruned: its terms are not known here.
     """
-    terms = query_terms(query) if match is None and prune else []
-    match = match if match is not None else build_match(query)
-    if match is None:
+    kw = keyword_candidates(conn, query, filters=filters, limit=limit, match=match, prune=prune)
+    if kw is None:
         return []
-    if terms:
-        pruned = _pruned(conn, terms, filters, limit)
-        if pruned is not None:
-            ranked = [r for r, _ in pruned.ranked]
-            return hits_for(conn, pruned.ranked, pruned.plan(ranked) if snippets else None)
-    where, params = filters.sql("r")
-    snippet = _SNIPPET if snippets else "NULL"
-    sql = (
-        f"SELECT {RECORD_COLUMNS}, -bm25(records_fts, {_weights()}) AS score, {snippet} "
-        f"FROM records_fts JOIN records r ON r.rowid = records_fts.rowid "
-        f"WHERE records_fts MATCH ? AND {where} "
-        f"ORDER BY bm25(records_fts, {_weights()}) LIMIT ?"
-    )
-    rows = conn.execute(sql, [match, *params, limit]).fetchall()
-    return [_hit(row, rank, row[18], row[19]) for rank, row in enumerate(rows, 1)]
+    return hits_for(conn, kw.ranked, kw.plan([r for r, _ in kw.ranked]) if snippets else None)
 
 
 def _hit(row: Any, rank: int, score: float, snippet: str | None) -> dict[str, Any]:
@@ -91,13 +77,19 @@ def _hit(row: Any, rank: int, score: float, snippet: str | None) -> dict[str, An
 def _common_terms(conn: Any, terms: list[str], cap: int) -> list[str]:
     """The terms more than ``cap`` rows hold (exact with the index's tokenizer), and prefixes.
 
-    One statement; each term reads at most ``cap + 1`` entries of its doclist, no row is
-    scored. (The fts5vocab table would need the porter-stemmed term, and counts a common
-    term's whole doclist.)
+    With the ranking function loaded the counts come from its cache (:mod:`memctl.recall.rank`).
+    Without it, one statement: each term reads at most ``cap + 1`` entries of its doclist, no
+    row is scored. (The fts5vocab table would need the porter-stemmed term, and counts a
+    common term's whole doclist.)
     """
     words = [t for t in terms if not t.endswith("*")]
     if not words:
         return list(terms)
+    stats = ranker(conn)
+    if stats is not None:
+        counts = stats.doc_freqs(conn, words)
+        common = {t for t in words if counts[t] > cap}
+        return [t for t in terms if t.endswith("*") or t in common]
     probe = "(SELECT rowid FROM records_fts WHERE records_fts MATCH ? LIMIT 1 OFFSET ?) IS NOT NULL"
     args: list[Any] = []
     for t in words:
@@ -134,22 +126,34 @@ class Candidates:
         return plan
 
 
-def keyword_candidates(conn: Any, query: str, *, filters: Filters, limit: int) -> Candidates | None:
-    """The top ``limit`` rowids by bm25 and their scores, pruned on large tables like
-    :func:`keyword_search`, without fetching rows or snippets (hybrid recall fetches those for
-    its final hits only). None when the query has no searchable term.
+def keyword_candidates(
+    conn: Any,
+    query: str,
+    *,
+    filters: Filters,
+    limit: int,
+    match: str | None = None,
+    prune: bool = True,
+) -> Candidates | None:
+    """The top ``limit`` rowids by bm25 and their scores (ties by rowid), pruned on large
+    tables, without fetching rows or snippets: those are fetched for the hits returned only
+    (:func:`hits_for`). None when the query has no searchable term. ``match`` and ``prune``:
+    see :func:`keyword_search`.
     """
-    match = build_match(query)
+    terms = query_terms(query) if match is None and prune else []
+    match = match if match is not None else build_match(query)
     if match is None:
         return None
-    pruned = _pruned(conn, query_terms(query), filters, limit)
-    if pruned is not None:
-        return pruned
+    if terms:
+        pruned = _pruned(conn, terms, filters, limit)
+        if pruned is not None:
+            return pruned
+    # Scores only: SQLite computes every selected column of every matching row before it
+    # sorts, so a snippet or a joined column here would be made for all of them.
     where, params = filters.sql("r")
     sql = (
         f"SELECT records_fts.rowid, -bm25(records_fts, {_weights()}) FROM records_fts "
-        f"{_join(filters)}WHERE records_fts MATCH ? AND {where} "
-        f"ORDER BY bm25(records_fts, {_weights()}) LIMIT ?"
+        f"{_join(filters)}WHERE records_fts MATCH ? AND {where} ORDER BY 2 DESC, 1 LIMIT ?"
     )
     ranked = [(int(r), float(s)) for r, s in conn.execute(sql, [match, *params, limit])]
     return Candidates(ranked=ranked, match=match)
@@ -180,18 +184,59 @@ def _pruned(conn: Any, terms: list[str], filters: Filters, limit: int) -> Candid
     common = _common_terms(conn, terms, cap)
     if not common or len(common) == len(terms):
         return None
-    rare = " OR ".join(fts_term(t) for t in terms if t not in common)
+    rare_terms = [t for t in terms if t not in common]
+    rare = " OR ".join(fts_term(t) for t in rare_terms)
+    both = f"({rare}) AND ({' OR '.join(fts_term(t) for t in common)})"
+    stats = ranker(conn)
+    if stats is not None:
+        scores, with_common = _scored_once(conn, stats, rare_terms, common, filters)
+    else:
+        scores, with_common = _scored_twice(conn, rare, both, filters)
+    if len(scores) < limit:
+        return None
+    # the best ``limit`` of thousands: a heap, not a sort (4 ms of 50 at 1M records)
+    ranked = heapq.nsmallest(limit, scores.items(), key=lambda x: (-x[1], x[0]))
+    return Candidates(
+        ranked=ranked, match=rare, scores=scores, both=both, with_common=frozenset(with_common)
+    )
+
+
+def _scored_once(
+    conn: Any, stats: TermStats, rare: list[str], common: list[str], filters: Filters
+) -> tuple[dict[int, float], set[int]]:
+    """Every row holding a rare term with its full-query score, in one pass.
+
+    The rows of ``(R) AND ((C) OR (R))`` are those of ``R``, and at each the phrases of ``C``
+    it holds are positioned on it, so ``memctl_bm25`` sees every query term the row holds;
+    the second copy of ``R`` is not scored (df -1). The IDFs come from the cached counts.
+    """
+    r = " OR ".join(fts_term(t) for t in rare)
+    c = " OR ".join(fts_term(t) for t in common)
+    counts = stats.doc_freqs(conn, [*rare, *common])
+    dfs = [counts[t] for t in rare] + [counts[t] for t in common] + [-1] * len(rare)
+    first, last = len(rare), len(rare) + len(common)
+    where, params = filters.sql("r")
+    sql = (
+        f"SELECT records_fts.rowid, -memctl_bm25(records_fts, {_weights()}, "
+        f"{', '.join('?' * len(dfs))}), memctl_holds(records_fts, {first}, {last}) "
+        f"FROM records_fts {_join(filters)}WHERE records_fts MATCH ? AND {where}"
+    )
+    rows = conn.execute(sql, [*dfs, f"({r}) AND ({c} OR {r})", *params]).fetchall()
+    return {row[0]: row[1] for row in rows}, {row[0] for row in rows if row[2]}
+
+
+def _scored_twice(
+    conn: Any, rare: str, both: str, filters: Filters
+) -> tuple[dict[int, float], set[int]]:
+    """As :func:`_scored_once` with FTS5's ``bm25()``: the rows of ``R`` scored for ``R``,
+    then those holding a common term re-scored by ``(R) AND (C)``, whose phrases are exactly
+    the full query's (a row holding no common term scores its rare part alone)."""
     where, params = filters.sql("r")
     sql = (
         f"SELECT records_fts.rowid, -bm25(records_fts, {_weights()}) FROM records_fts "
         f"{_join(filters)}WHERE records_fts MATCH ? AND {where}"
     )
     scores = dict(conn.execute(sql, [rare, *params]).fetchall())
-    if len(scores) < limit:
-        return None
-    # A row holding no common term scores its rare part alone. One holding both is scored
-    # by "(R) AND (C)", whose phrases are exactly the full query's: the same sum.
-    both = f"({rare}) AND ({' OR '.join(fts_term(t) for t in common)})"
     rescore = (
         f"SELECT rowid, -bm25(records_fts, {_weights()}) FROM records_fts WHERE records_fts MATCH ?"
     )
@@ -200,11 +245,7 @@ def _pruned(conn: Any, terms: list[str], filters: Filters, limit: int) -> Candid
         if rowid in scores:
             scores[rowid] = score
             with_common.add(rowid)
-    # the best ``limit`` of thousands: a heap, not a sort (4 ms of 50 at 1M records)
-    ranked = heapq.nsmallest(limit, scores.items(), key=lambda x: (-x[1], x[0]))
-    return Candidates(
-        ranked=ranked, match=rare, scores=scores, both=both, with_common=frozenset(with_common)
-    )
+    return scores, with_common
 
 
 def _snippets(conn: Any, match: str, rowids: list[int], *, seek: bool = False) -> dict[int, str]:

@@ -27,8 +27,26 @@ def db_errors() -> tuple[type[BaseException], ...]:
     return (mod.DatabaseError,)
 
 
+_CONNECTION: Any = None
+
+
+def _connection_class() -> Any:
+    """sqlcipher3's connection with room for memctl's per-connection state: ``term_stats``
+    (:mod:`memctl.recall.rank`), None until the ranking function is loaded."""
+    global _CONNECTION
+    if _CONNECTION is None:
+
+        class Connection(_sqlcipher().Connection):  # type: ignore[misc, name-defined]
+            term_stats: Any = None
+
+        _CONNECTION = Connection
+    return _CONNECTION
+
+
 def connect(path: Path, key: bytes, *, create: bool = False, readonly: bool = False) -> Any:
     """Open (or create) ``index.db`` and prove the key works. Raises memctl errors."""
+    from memctl.recall import rank
+
     sq = _sqlcipher()
     if not create and not path.exists():
         raise CorruptVault(f"{path.name}: missing from the vault")
@@ -44,6 +62,7 @@ def connect(path: Path, key: bytes, *, create: bool = False, readonly: bool = Fa
             timeout=BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,
             check_same_thread=False,
+            factory=_connection_class(),
         )
     except sq.Error as exc:
         raise CorruptVault(f"{path.name}: cannot open ({exc})") from None
@@ -67,6 +86,8 @@ def connect(path: Path, key: bytes, *, create: bool = False, readonly: bool = Fa
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoint
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
         conn.execute("PRAGMA temp_store = MEMORY")
+        if rank.load(conn):
+            conn.term_stats = rank.TermStats()
     except sq.DatabaseError as exc:
         conn.close()
         raise translate(exc, path.name) from None
