@@ -1,7 +1,8 @@
 """Pruned keyword search: exact bm25 for every candidate, exact fallbacks, filters kept.
 
 The thresholds are lowered so a 200-record vault prunes: ``alpha`` and ``beta`` are common
-(held by more than 10% of the rows), ``zeta``, ``kappa`` and ``omega`` are rare.
+(held by more than 10% of the rows), ``zeta``, ``kappa`` and ``omega`` are rare. Every test
+runs twice: scored by ``memctl_bm25`` in one pass, and by FTS5's ``bm25()`` in two.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ def _texts() -> list[str]:
     return texts
 
 
-@pytest.fixture
-def vault(vault):
+@pytest.fixture(params=["memctl_bm25", "bm25"])
+def vault(vault, request):
     texts = _texts()
     items = [{"text": t, "namespace": ("work", "home")[i % 2]} for i, t in enumerate(texts)]
     vault.ingest_many([*items, {"text": REPEATER, "namespace": "work"}])
+    assert vault.conn.has_rank  # built with the package (setup.py)
+    vault.conn.has_rank = request.param == "memctl_bm25"
     return vault
 
 
@@ -80,7 +83,7 @@ def test_pruned_scores_are_the_exact_scores_of_the_candidates(vault, prune_small
     # the top 5 mix rows holding a common term and rows without: both snippet queries run
     plan = cands.plan([r for r, _ in cands.ranked])
     assert len(plan) == 2
-    assert all(plan.values())
+    assert all(rowids and not seek for rowids, seek in plan.values())  # a few rows: one pass
     pruned = _search(vault, query, 5, prune=True)
     exact = _search(vault, query, 1000, prune=False)
     candidates = _candidates(vault, ["zeta", "kappa"])
@@ -117,19 +120,58 @@ def test_rescoring_identities_hold_in_fts5(vault) -> None:
 @pytest.mark.parametrize(
     ("query", "limit", "why"),
     [
-        ("alpha beta", 5, "no rare term"),
+        ("alpha beta", 5, "no rare term, and beta (12%) is above RAREST_MAX_SHARE"),
         ("zeta kappa", 5, "no common term"),
         ("alpha zeta", 10, "6 candidates, fewer than the limit"),
         ("alpha omega", 2000, "limit above PRUNE_MAX_LIMIT"),
     ],
 )
-def test_fallbacks_are_the_exact_query(vault, prune_small, query, limit, why) -> None:
+def test_fallbacks_are_the_exact_query(vault, prune_small, monkeypatch, query, limit, why) -> None:
+    monkeypatch.setattr(kw, "RAREST_MAX_SHARE", 0.1)
     terms = query.split()
     assert kw._pruned(vault.conn, terms, Filters(), limit) is None, why
     got = _search(vault, query, limit, prune=True)
     exact = _search(vault, query, limit, prune=False)
     assert got == exact
     assert got
+
+
+def test_common_terms_only_are_pruned_by_the_rarest(vault, prune_small) -> None:
+    """No rare term: ``beta`` (the rarer, 12% <= RAREST_MAX_SHARE) makes the candidates,
+    each scored for both terms; the exact ranking of the rows holding beta."""
+    assert kw._split(vault.conn, ["alpha", "beta"]) == (["beta"], ["alpha"])
+    pruned = _search(vault, "alpha beta", 5, prune=True)
+    candidates = _candidates(vault, ["beta"])
+    exact = [h for h in _search(vault, "alpha beta", 1000, prune=False) if h["id"] in candidates]
+    assert [h["id"] for h in pruned] == [h["id"] for h in exact[:5]]
+    assert [h["score"] for h in pruned] == pytest.approx([h["score"] for h in exact[:5]])
+    assert [h["snippet"] for h in pruned] == [h["snippet"] for h in exact[:5]]
+    assert pruned[0]["text"] == REPEATER  # it holds beta
+
+
+def test_common_max_rows_caps_the_rare_terms(vault, prune_small, monkeypatch) -> None:
+    """On a large vault a share would let rare terms grow with it; the row cap keeps the
+    candidates bounded: here omega (14 rows) becomes common."""
+    monkeypatch.setattr(kw, "COMMON_SHARE", 0.5)
+    monkeypatch.setattr(kw, "COMMON_MAX_ROWS", 10)
+    assert kw._split(vault.conn, ["zeta", "omega", "kappa"]) == (["zeta", "kappa"], ["omega"])
+    pruned = _search(vault, "zeta omega kappa", 5, prune=True)
+    candidates = _candidates(vault, ["zeta", "kappa"])
+    exact = [
+        h for h in _search(vault, "zeta omega kappa", 99, prune=False) if h["id"] in candidates
+    ]
+    assert [h["id"] for h in pruned] == [h["id"] for h in exact[:5]]
+
+
+def test_snippets_seeking_or_in_one_pass_are_the_same(vault, prune_small, monkeypatch) -> None:
+    query = "alpha zeta beta kappa"
+    one_pass = _search(vault, query, 8, prune=True)
+    monkeypatch.setattr(kw, "RANGE_MAX_ROWS", 0)
+    cands = kw._pruned(vault.conn, query.split(), Filters(), 8)
+    assert all(seek for _, seek in cands.plan([r for r, _ in cands.ranked]).values())
+    seeking = _search(vault, query, 8, prune=True)
+    assert seeking == one_pass
+    assert all(h["snippet"] for h in seeking)
 
 
 def test_small_tables_are_not_pruned(vault) -> None:

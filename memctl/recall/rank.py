@@ -9,8 +9,9 @@ lets a MATCH expression repeat a term to shape its rows without scoring it twice
 (:mod:`memctl.recall.keyword`).
 
 The function is an SQLite extension built with the package (``setup.py``, optional). Where it
-was not built, :func:`ranker` returns None and keyword recall uses ``bm25()``: the same results,
-slower on large vaults.
+was not built (the connection's ``has_rank`` is False) keyword recall uses ``bm25()``: the same
+results, slower on large vaults. The counts are used either way, to tell rare terms from
+common ones (:mod:`memctl.recall.keyword`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,17 @@ class TermStats:
             counts.update(zip(missing, (int(n) for n in found), strict=True))
         return {t: counts[t] for t in terms}
 
+    def cached(self, conn: Any, terms: list[str]) -> dict[str, int] | None:
+        """The counts of ``terms`` if all are cached and current, else None (counts nothing)."""
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        seen, counts = self._cache
+        if seen != (int(version), int(conn.total_changes)) or not all(t in counts for t in terms):
+            return None
+        return {t: counts[t] for t in terms}
 
-def ranker(conn: Any) -> TermStats | None:
-    """The connection's term statistics when it has ``memctl_bm25``, else None."""
-    return getattr(conn, "term_stats", None)
+
+def term_stats(conn: Any) -> TermStats:
+    """The connection's cache (memctl's connections have one: :mod:`memctl.store.db`); an
+    empty one, used once, for any other."""
+    stats = getattr(conn, "term_stats", None)
+    return stats if stats is not None else TermStats()

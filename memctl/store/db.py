@@ -31,13 +31,15 @@ _CONNECTION: Any = None
 
 
 def _connection_class() -> Any:
-    """sqlcipher3's connection with room for memctl's per-connection state: ``term_stats``
-    (:mod:`memctl.recall.rank`), None until the ranking function is loaded."""
+    """sqlcipher3's connection with room for memctl's per-connection state
+    (:mod:`memctl.recall.rank`): ``term_stats``, and ``has_rank`` once ``memctl_bm25`` is
+    loaded."""
     global _CONNECTION
     if _CONNECTION is None:
 
         class Connection(_sqlcipher().Connection):  # type: ignore[misc, name-defined]
             term_stats: Any = None
+            has_rank = False
 
         _CONNECTION = Connection
     return _CONNECTION
@@ -86,8 +88,8 @@ def connect(path: Path, key: bytes, *, create: bool = False, readonly: bool = Fa
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoint
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache
         conn.execute("PRAGMA temp_store = MEMORY")
-        if rank.load(conn):
-            conn.term_stats = rank.TermStats()
+        conn.term_stats = rank.TermStats()
+        conn.has_rank = rank.load(conn)
     except sq.DatabaseError as exc:
         conn.close()
         raise translate(exc, path.name) from None

@@ -218,7 +218,9 @@ def _hybrid(vault: Vault, query: str, filters: Filters, limit: int) -> list[dict
         return qvec, [int(r) for r, _ in search(qvec, n_vec, allowed_rowids=allowed)]
 
     pending = _EMBED.submit(embed_and_search)
-    kw = keyword_candidates(vault.conn, query, filters=filters, limit=fusion.KEYWORD_CANDIDATES)
+    kw = keyword_candidates(
+        vault.conn, query, filters=filters, limit=fusion.KEYWORD_CANDIDATES, all_scores=True
+    )
     keyword = kw.ranked if kw is not None else []
     groups = _groups(vault, {r for r, _ in keyword})
     qvec, found = pending.result()
@@ -244,8 +246,7 @@ def _hybrid(vault: Vault, query: str, filters: Filters, limit: int) -> list[dict
     fetched = hits_for(
         vault.conn,
         [(f.rowid, f.score) for f in fused],
-        kw.plan(matching) if kw is not None else None,
-        seek=True,
+        kw.plan(matching, seek=True) if kw is not None else None,
     )
     by_rowid = {h["_rowid"]: h for h in fetched}
     hits = []
