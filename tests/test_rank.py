@@ -131,3 +131,50 @@ def test_without_the_extension_recall_uses_bm25(
             _scores(v.conn, "memctl_bm25", fts_term("tulips"), [30])
         cands = kw.keyword_candidates(v.conn, "tulips", filters=Filters(), limit=3)
         assert len(cands.ranked) == 3
+
+
+def test_memctl_token_is_the_index_tokenizers_one_token(vault) -> None:
+    def token(text: str, *args: str) -> str | None:
+        marks = ", ".join("?" * (len(args) + 1))
+        return vault.conn.execute(f"SELECT memctl_token({marks})", [text, *args]).fetchone()[0]
+
+    porter = ("porter", "unicode61", "remove_diacritics", "2")
+    assert token("Running", *porter) == "run"
+    assert token("Café", *porter) == "cafe"
+    assert token("Running", "unicode61") == "running"
+    assert token("e-mail", *porter) is None  # two tokens: a phrase
+    assert token("...", *porter) is None
+    with pytest.raises(Exception, match="no such tokenizer"):
+        token("a", "nosuch")
+    with pytest.raises(Exception, match="refused its arguments"):
+        token("a", "unicode61", "bogus")
+
+
+def test_vocab_counts_are_the_match_counts(vault) -> None:
+    """Counting by token in the fts5vocab table gives FTS5's own count: stemmed, folded,
+    after an erasure (secure-delete takes the tokens out), and phrases still by MATCH."""
+    ids = [
+        vault.ingest(t)
+        for t in [
+            "Running late, the runner runs",
+            "a café in Zürich",
+            "the cafe was closed",
+            "send an e-mail",
+            "email me",
+            "Über alles",
+        ]
+    ]
+    terms = ["Running", "runs", "café", "cafe", "e-mail", "email", "uber", "w0", "w7", "absent"]
+    stats = rank.TermStats()
+    assert stats.doc_freqs(vault.conn, terms) == dict(
+        zip(terms, _counts(vault.conn, terms), strict=True)
+    )
+    # the counts came from the vocab table, not MATCH (that would pass the line above too)
+    assert stats._tokens["Running"] == "run" and stats._tokens["e-mail"] is None
+    vault.erase(ids[:2])
+    after = stats.doc_freqs(vault.conn, terms)
+    assert after == dict(zip(terms, _counts(vault.conn, terms), strict=True))
+    assert after["cafe"] == 1 and after["Running"] == 0
+    # nothing of it was written to the vault
+    names = {r[0] for r in vault.conn.execute("SELECT name FROM sqlite_master")}
+    assert "memctl_vocab" not in names

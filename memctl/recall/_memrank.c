@@ -20,6 +20,13 @@
 **
 ** 1 when the row holds a phrase numbered first <= i < last (in the order of the MATCH
 ** expression), else 0: which rows of "(R) AND ((C) OR (R))" hold a term of C.
+**
+**   memctl_token(text, tokenizer, arg_1, ..., arg_n)
+**
+** The one token FTS5's tokenizer (created with those arguments, as in a table's tokenize=
+** option) makes of text in a query, or NULL when it makes none or several. The token is what
+** the index stores, so an fts5vocab table can be asked how many rows hold it: a lookup in the
+** index instead of a walk over every row that holds the term (memctl/recall/rank.py).
 */
 #include <math.h>
 #include <string.h>
@@ -146,6 +153,75 @@ static void memctlHolds(
   sqlite3_result_int(pCtx, holds);
 }
 
+#define MEMCTL_TOKEN_MAX_ARGS 16
+
+typedef struct TokenOut TokenOut;
+struct TokenOut {
+  int nToken;  /* tokens seen, colocated ones (synonyms) included */
+  char *z;     /* the first one */
+  int n;
+};
+
+static int tokenOutCb(
+  void *pCtx, int tflags, const char *pToken, int nToken, int iStart, int iEnd
+){
+  TokenOut *p = (TokenOut *)pCtx;
+  (void)tflags; (void)iStart; (void)iEnd;
+  if( ++p->nToken==1 ){
+    p->z = (char *)sqlite3_malloc64(nToken + 1);
+    if( p->z==0 ) return SQLITE_NOMEM;
+    memcpy(p->z, pToken, nToken);
+    p->z[nToken] = 0;
+    p->n = nToken;
+  }
+  return SQLITE_OK;
+}
+
+static void memctlToken(sqlite3_context *pCtx, int nArg, sqlite3_value **apArg){
+  fts5_api *pApi = (fts5_api *)sqlite3_user_data(pCtx);
+  const char *azArg[MEMCTL_TOKEN_MAX_ARGS];
+  const char *zText, *zName;
+  fts5_tokenizer tok;
+  Fts5Tokenizer *pTok = 0;
+  void *pUser = 0;
+  TokenOut out = {0, 0, 0};
+  int i, rc;
+  if( nArg<2 || nArg-2>MEMCTL_TOKEN_MAX_ARGS ){
+    sqlite3_result_error(pCtx, "memctl_token: expected text, a tokenizer and its arguments", -1);
+    return;
+  }
+  zText = (const char *)sqlite3_value_text(apArg[0]);
+  zName = (const char *)sqlite3_value_text(apArg[1]);
+  for(i=2; i<nArg; i++) azArg[i-2] = (const char *)sqlite3_value_text(apArg[i]);
+  if( zText==0 || zName==0 ){
+    sqlite3_result_null(pCtx);
+    return;
+  }
+  rc = pApi->xFindTokenizer(pApi, zName, &pUser, &tok);
+  if( rc!=SQLITE_OK ){
+    sqlite3_result_error(pCtx, "memctl_token: no such tokenizer", -1);
+    return;
+  }
+  rc = tok.xCreate(pUser, azArg, nArg - 2, &pTok);
+  if( rc!=SQLITE_OK ){
+    sqlite3_result_error(pCtx, "memctl_token: the tokenizer refused its arguments", -1);
+    return;
+  }
+  rc = tok.xTokenize(
+      pTok, (void *)&out, FTS5_TOKENIZE_QUERY, zText, sqlite3_value_bytes(apArg[0]), tokenOutCb
+  );
+  tok.xDelete(pTok);
+  if( rc!=SQLITE_OK ){
+    sqlite3_result_error_code(pCtx, rc);
+  }else if( out.nToken==1 ){
+    sqlite3_result_text(pCtx, out.z, out.n, sqlite3_free);
+    return;
+  }else{
+    sqlite3_result_null(pCtx);
+  }
+  sqlite3_free(out.z);
+}
+
 #ifdef _WIN32
 __declspec(dllexport)
 #endif
@@ -166,5 +242,11 @@ int sqlite3_extension_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routi
   }
   rc = pFts5->xCreateFunction(pFts5, "memctl_bm25", 0, memctlBm25, 0);
   if( rc==SQLITE_OK ) rc = pFts5->xCreateFunction(pFts5, "memctl_holds", 0, memctlHolds, 0);
+  if( rc==SQLITE_OK ){
+    rc = sqlite3_create_function(
+        db, "memctl_token", -1, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
+        (void *)pFts5, memctlToken, 0, 0
+    );
+  }
   return rc;
 }

@@ -17,6 +17,7 @@ common ones (:mod:`memctl.recall.keyword`).
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,28 @@ def load(conn: Any) -> bool:
     return True
 
 
+#: The tokenize option of the FTS5 table (its arguments are plain words in memctl's schema).
+_TOKENIZE = re.compile(r"tokenize\s*=\s*'([A-Za-z0-9_ ]+)'")
+
+
 class TermStats:
     """How many rows hold each term (FTS5's count, the one ``bm25()`` would make), cached
     until the database changes: another connection's commit (``PRAGMA data_version``) or a
-    write on this one (``total_changes``)."""
+    write on this one (``total_changes``).
 
-    __slots__ = ("_cache",)
+    With the extension loaded a word is counted by looking its token up in an ``fts5vocab``
+    table (the index's own per-term row count: half the time of counting the rows a MATCH
+    returns, ~20 ms against ~35 ms for a word a million-record vault holds 500k times).
+    ``memctl_token`` makes the token with the table's tokenizer; a word it makes several
+    tokens of (``e-mail``) is a phrase, counted by MATCH.
+    """
+
+    __slots__ = ("_cache", "_tokens", "_vocab")
 
     def __init__(self) -> None:
         self._cache: tuple[tuple[int, int], dict[str, int]] = ((-1, -1), {})
+        self._tokens: dict[str, str | None] = {}
+        self._vocab: list[str] | None = None  # the tokenizer's arguments; [] = no vocab table
 
     def doc_freqs(self, conn: Any, terms: list[str]) -> dict[str, int]:
         (version,) = conn.execute("PRAGMA data_version").fetchone()
@@ -68,12 +82,40 @@ class TermStats:
             self._cache = (stamp, counts)
         missing = [t for t in dict.fromkeys(terms) if t not in counts]
         if missing:
-            one = "(SELECT count(*) FROM records_fts WHERE records_fts MATCH ?)"
-            found = conn.execute(
-                "SELECT " + ", ".join([one] * len(missing)), [fts_term(t) for t in missing]
-            ).fetchone()
-            counts.update(zip(missing, (int(n) for n in found), strict=True))
+            tokens = self._tokens_of(conn, missing)
+            phrases = [t for t in missing if tokens.get(t) is None]
+            if len(phrases) < len(missing):
+                words = list(dict.fromkeys(tok for tok in tokens.values() if tok is not None))
+                one = "(SELECT doc FROM temp.memctl_vocab WHERE term = ?)"
+                found = conn.execute("SELECT " + ", ".join([one] * len(words)), words).fetchone()
+                docs = {w: int(n or 0) for w, n in zip(words, found, strict=True)}
+                counts.update((t, docs[tok]) for t, tok in tokens.items() if tok is not None)
+            if phrases:
+                one = "(SELECT count(*) FROM records_fts WHERE records_fts MATCH ?)"
+                found = conn.execute(
+                    "SELECT " + ", ".join([one] * len(phrases)), [fts_term(t) for t in phrases]
+                ).fetchone()
+                counts.update(zip(phrases, (int(n) for n in found), strict=True))
         return {t: counts[t] for t in terms}
+
+    def _tokens_of(self, conn: Any, terms: list[str]) -> dict[str, str | None]:
+        """Each term's token where it is one word and the vocab table is usable, else None."""
+        if self._vocab is None:
+            self._vocab = _open_vocab(conn)
+        if not self._vocab:
+            return {}
+        if len(self._tokens) > MAX_TERMS:
+            self._tokens.clear()
+        new = [t for t in terms if t not in self._tokens]
+        if new:
+            args = ", ".join("?" * len(self._vocab))
+            one = f"memctl_token(?, {args})"
+            found = conn.execute(
+                "SELECT " + ", ".join([one] * len(new)),
+                [x for t in new for x in (t, *self._vocab)],
+            ).fetchone()
+            self._tokens.update(zip(new, found, strict=True))
+        return {t: self._tokens[t] for t in terms}
 
     def cached(self, conn: Any, terms: list[str]) -> dict[str, int] | None:
         """The counts of ``terms`` if all are cached and current, else None (counts nothing)."""
@@ -82,6 +124,27 @@ class TermStats:
         if seen != (int(version), int(conn.total_changes)) or not all(t in counts for t in terms):
             return None
         return {t: counts[t] for t in terms}
+
+
+def _open_vocab(conn: Any) -> list[str]:
+    """The index tokenizer's arguments, after creating the connection's ``fts5vocab`` table
+    (in ``temp``: nothing is written to the vault); [] where that cannot be done."""
+    if not getattr(conn, "has_rank", False):
+        return []
+    try:
+        row = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records_fts'"
+        ).fetchone()
+        found = _TOKENIZE.search(row[0]) if row else None
+        if found is None:
+            return []
+        conn.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.memctl_vocab "
+            "USING fts5vocab(main, records_fts, row)"
+        )
+    except Exception:  # any failure means: count by MATCH, as without the extension
+        return []
+    return found.group(1).split()
 
 
 def term_stats(conn: Any) -> TermStats:
