@@ -351,3 +351,42 @@ def test_a_record_that_loses_its_context_loses_its_own_vector(hvault) -> None:
         hvault._put_vectors({r: (None, vec)})
     assert hvault.own_vectors.get(r) is None
     assert np.allclose(hvault.vectors.get(r), vec, atol=Q8)
+
+
+def test_hybrid_snippets_are_the_keyword_ones(hvault, monkeypatch) -> None:
+    """Snippets made early (while the query is embedded) or after fusion are the keyword
+    search's, and only hits that match by keywords have one."""
+    hvault.ingest_many(
+        [f"the lantern festival in year {i} drew a crowd by the river" for i in range(40)]
+        + [f"unrelated grocery list item {i}" for i in range(40)]
+    )
+    query = "lantern festival river"
+    keyword = {h["id"]: h["snippet"] for h in hvault.recall(query, mode="keyword", limit=80)}
+    seen: list[int] = []
+    original = semantic._EMBED.submit
+
+    def slow_submit(fn, *args):  # the worker is still busy when the keyword side is done
+        import time
+
+        def slow():
+            time.sleep(0.05)
+            return fn(*args)
+
+        future = original(slow)
+        seen.append(0)
+        return future
+
+    for early in (True, False):
+        if early:
+            monkeypatch.setattr(semantic._EMBED, "submit", slow_submit)
+        else:
+            monkeypatch.undo()
+        hits = hvault.recall(query, mode="hybrid", limit=50, explain=True)
+        assert len(hits) == 50
+        assert any(not h["explain"]["keyword"]["score"] for h in hits)  # vector-only ones too
+        for h in hits:
+            if h["explain"]["keyword"]["score"]:
+                assert h["snippet"] == keyword[h["id"]] and "[" in h["snippet"]
+            else:
+                assert h["snippet"] is None
+    assert seen == [0]

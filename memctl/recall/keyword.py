@@ -315,18 +315,27 @@ def _snippets(conn: Any, match: str, rowids: list[int], *, seek: bool) -> dict[i
     return {rowid: snippet for rowid, snippet in rows if snippet is not None}
 
 
+def snippets_for(conn: Any, plan: dict[str, tuple[list[int], bool]]) -> dict[int, str]:
+    """The snippets of a :meth:`Candidates.plan` (a row whose text has none is absent)."""
+    out: dict[int, str] = {}
+    for match, (rowids, seek) in plan.items():
+        out.update(_snippets(conn, match, rowids, seek=seek))
+    return out
+
+
 def hits_for(
     conn: Any,
     scored: list[tuple[int, float]],
     plan: dict[str, tuple[list[int], bool]] | None,
+    *,
+    known: dict[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The hit dicts for already-scored rowids; snippets when ``plan`` (see
-    :meth:`Candidates.plan`) is given."""
+    :meth:`Candidates.plan`) is given, plus those already made (``known``)."""
     if not scored:
         return []
-    snippets: dict[int, str] = {}
-    for match, (rowids, seek) in (plan or {}).items():
-        snippets.update(_snippets(conn, match, rowids, seek=seek))
+    snippets = dict(known or {})
+    snippets.update(snippets_for(conn, plan or {}))
     marks = ",".join("?" * len(scored))
     sql = f"SELECT {RECORD_COLUMNS} FROM records r WHERE r.rowid IN ({marks})"
     by_rowid = {row[0]: row for row in conn.execute(sql, [r for r, _ in scored])}
