@@ -932,6 +932,51 @@ def test_damaged_packed_objects_are_named_not_tracebacks(
         Journal.open(path, keys)
 
 
+def test_a_damaged_pack_index_is_refused_before_libgit2_reads_it(
+    packed: History, keys: JournalKeys
+) -> None:
+    """libgit2 follows an idx's fan-out table without bounds checks: a flipped bit there made
+    a lookup read megabytes past the mapped file (a segfault in the tamper sweep). Every index
+    is checked before libgit2 may open it; the damage is named."""
+    import struct
+
+    from memctl.journal import gitobj
+
+    path = packed.j.path
+    idx = _packs(path)[0].with_suffix(".idx")
+    raw = idx.read_bytes()
+    assert gitobj.idx_layout_ok(raw[:1032], len(raw))
+    assert Journal.open(path, keys).verify(deks=packed.deks.get).ok
+    fanout = list(struct.unpack_from(">256I", raw, 8))
+    damaged = {
+        "a fan-out entry far past the object count": (41, fanout[41] | 1 << 18),
+        "a decreasing fan-out": (200, max(0, fanout[199] - 1) if fanout[199] else None),
+        "an object count the file has no room for": (255, fanout[255] + 1),
+    }
+    for why, (i, value) in damaged.items():
+        if value is None:
+            continue
+        bad = bytearray(raw)
+        struct.pack_into(">I", bad, 8 + 4 * i, value)
+        assert not gitobj.idx_layout_ok(bytes(bad[:1032]), len(bad)), why
+        idx.chmod(0o644)
+        idx.write_bytes(bytes(bad))
+        with pytest.raises(CorruptVault, match=f"pack index {idx.name} is damaged"):
+            Journal.open(path, keys)
+        idx.write_bytes(raw)
+    # a bit of an object's offset: the layout holds, the checksum does not
+    bad = bytearray(raw)
+    bad[len(raw) - 40 - 2] ^= 0x10
+    assert gitobj.idx_layout_ok(bytes(bad[:1032]), len(bad)) and not gitobj.idx_intact(bytes(bad))
+    idx.write_bytes(bytes(bad))
+    with pytest.raises(CorruptVault, match=f"pack index {idx.name} is damaged"):
+        Journal.open(path, keys)
+    idx.write_bytes(raw)
+    assert not gitobj.idx_layout_ok(raw[:1032], len(raw) + 4)  # a truncated or padded file
+    assert not gitobj.idx_layout_ok(b"\xfftOc\0\0\0\1" + raw[8:1032], len(raw))  # version 1
+    assert Journal.open(path, keys).verify(deks=packed.deks.get).ok
+
+
 # ---- consolidation ----------------------------------------------------------------------------
 
 

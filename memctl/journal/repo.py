@@ -105,6 +105,7 @@ class Journal:
         self._head_cache: tuple[str, Manifest] | None = None
         self._trees: dict[bytes, gitobj.TreeEntries] = {}  # parsed upper trees, by id
         self._packs_seen: tuple[int, frozenset[str]] = (-1, frozenset())  # objects/pack state
+        self._indexes_ok: set[str] = set()  # pack indexes that passed gitobj.idx_layout_ok
         #: fsync what each commit writes (objects, then the head). Off only for tests/benchmarks.
         self.durable = durable
         #: a commit with at least this many events is written as one packfile, else loose.
@@ -195,6 +196,9 @@ class Journal:
         libgit2 keeps a handle on every pack it has read from until the repository is freed;
         in a long-lived process (the agent) those of deleted packs would pile up. One stat per
         call; the directory is listed only when it changed. Returns the number of packs.
+
+        Every pack index is checked (layout and checksum) the first time it is listed, before
+        libgit2 can read it (:func:`_check_indexes`): CorruptVault if one is damaged.
         """
         pack_dir = os.path.join(self._repo.path, "objects", "pack")
         try:
@@ -203,7 +207,10 @@ class Journal:
             return 0
         last_mtime, last_names = self._packs_seen
         if mtime != last_mtime:
-            names = frozenset(n for n in os.listdir(pack_dir) if n.endswith(".pack"))
+            listing = os.listdir(pack_dir)
+            new = [n for n in listing if n.endswith(".idx") and n not in self._indexes_ok]
+            self._indexes_ok.update(_check_indexes(pack_dir, new))
+            names = frozenset(n for n in listing if n.endswith(".pack"))
             self._packs_seen = (mtime, names)
             if last_names - names:
                 self._reopen()
@@ -585,6 +592,23 @@ def _check_events(events: list[Event]) -> list[bytes]:
         except (TypeError, ValueError):
             raise UsageError("journal event payloads must be JSON-serialisable") from None
     return out
+
+
+def _check_indexes(pack_dir: str, names: list[str]) -> list[str]:
+    """The names of the given pack indexes, each checked by ``gitobj.idx_intact`` (libgit2
+    trusts an index: a damaged one made it read out of bounds and crash). CorruptVault names
+    the first damaged one; one deleted meanwhile (a consolidation) is skipped."""
+    ok = []
+    for name in names:
+        try:
+            with open(os.path.join(pack_dir, name), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        if not gitobj.idx_intact(data):
+            raise CorruptVault(f"journal: pack index {name} is damaged")
+        ok.append(name)
+    return ok
 
 
 def _obj(repo: pygit2.Repository, oid: Any, what: str) -> Any:
