@@ -1,7 +1,8 @@
 """The page oracle: decrypt every page of index.db and every WAL frame and search them.
 
-An independent SQLCipher 4 page decoder (AES-256-CBC pages with a per-page IV and an
-HMAC-SHA512 tag, raw key, HMAC key = PBKDF2-HMAC-SHA512(key, salt ^ 0x3a, 2 iterations)), so
+An independent SQLCipher 4 page decoder (AES-256-CBC pages with a per-page IV and an HMAC tag
+— SHA-256 in 16 KiB pages for vaults made now, SHA-512 in 4 KiB pages before: the header's
+``cipher`` says — raw key, HMAC key = PBKDF2-HMAC-SHA512(key, salt ^ 0x3a, 2 iterations)), so
 erasure is checked below SQLite: free pages, stale WAL frames and slack space included. Every
 page's HMAC is verified, so a "no hit" can never come from failing to decrypt.
 
@@ -20,8 +21,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-PAGE = 4096
-RESERVE = 80  # 16-byte IV + 64-byte HMAC-SHA512
 SALT = 16
 WAL_HEADER = 32
 FRAME_HEADER = 24
@@ -35,16 +34,44 @@ class OracleReport:
     hits: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A vault's page layout: its header's ``cipher`` entry, or SQLCipher 4's defaults."""
+
+    page: int = 4096
+    digest: str = "sha512"
+
+    @property
+    def reserve(self) -> int:  # the IV and the HMAC tag, rounded up to AES blocks
+        tag = hashlib.new(self.digest).digest_size
+        return (16 + tag + 15) // 16 * 16
+
+    @property
+    def tag(self) -> int:
+        return hashlib.new(self.digest).digest_size
+
+
+def layout_of(vault_path: Path) -> Layout:
+    import json
+
+    cipher = json.loads((vault_path / "header.json").read_text()).get("cipher")
+    if cipher is None:
+        return Layout()
+    return Layout(cipher["page_size"], cipher["hmac"].removeprefix("HMAC_").lower())
+
+
 def _hmac_key(key: bytes, salt: bytes) -> bytes:
+    # the HMAC key is derived with cipher_kdf_algorithm, PBKDF2-HMAC-SHA512 in SQLCipher 4
     return hashlib.pbkdf2_hmac("sha512", key, bytes(b ^ 0x3A for b in salt), 2, 32)
 
 
-def decrypt_page(key: bytes, hkey: bytes, raw: bytes, pgno: int) -> bytes:
+def decrypt_page(key: bytes, hkey: bytes, raw: bytes, pgno: int, lay: Layout) -> bytes:
     offset = SALT if pgno == 1 else 0
-    body = raw[offset : PAGE - RESERVE]
-    iv = raw[PAGE - RESERVE : PAGE - RESERVE + 16]
-    tag = raw[PAGE - RESERVE + 16 : PAGE]
-    expect = hmac.new(hkey, body + iv + pgno.to_bytes(4, "little"), hashlib.sha512).digest()
+    end = lay.page - lay.reserve
+    body = raw[offset:end]
+    iv = raw[end : end + 16]
+    tag = raw[end + 16 : end + 16 + lay.tag]
+    expect = hmac.new(hkey, body + iv + pgno.to_bytes(4, "little"), lay.digest).digest()
     if not hmac.compare_digest(expect, tag):
         raise AssertionError(f"page {pgno}: HMAC mismatch — the oracle cannot read this page")
     dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
@@ -59,6 +86,8 @@ def scan(
     A hit reads ``"<marker> in <where>"``, or ``"<marker> (fragment '<piece>') in <where>"``.
     """
     report = OracleReport()
+    lay = layout_of(vault_path)
+    PAGE = lay.page
     db = (vault_path / "index.db").read_bytes()
     salt = db[:SALT]
     hkey = _hmac_key(key, salt)
@@ -116,7 +145,7 @@ def scan(
         if raw == bytes(PAGE):
             report.zero_pages += 1
             continue
-        check(decrypt_page(key, hkey, raw, i + 1), f"index.db page {i + 1}")
+        check(decrypt_page(key, hkey, raw, i + 1, lay), f"index.db page {i + 1}")
         report.pages += 1
     wal_path = vault_path / "index.db-wal"
     if wal_path.exists():
@@ -125,7 +154,7 @@ def scan(
         while pos + FRAME_HEADER + PAGE <= len(wal):
             pgno = int.from_bytes(wal[pos : pos + 4], "big")
             raw = wal[pos + FRAME_HEADER : pos + FRAME_HEADER + PAGE]
-            check(decrypt_page(key, hkey, raw, pgno), f"WAL frame for page {pgno} @{pos}")
+            check(decrypt_page(key, hkey, raw, pgno, lay), f"WAL frame for page {pgno} @{pos}")
             report.frames += 1
             pos += FRAME_HEADER + PAGE
     if batch:

@@ -220,7 +220,9 @@ def test_injected_no_space(
                 v.close()
                 from memctl.store import db as dbmod
 
-                v.conn = dbmod.connect(cli_env / "index.db", v.keys.sqlcipher)
+                v.conn = dbmod.connect(
+                    cli_env / "index.db", v.keys.sqlcipher, cipher=v.header.cipher
+                )
             with pytest.raises(NoSpace) as info:
                 v.ingest_many([f"bulk {i} zqbulk{i} " + "filler words " * 400 for i in range(40)])
             assert info.value.exit_code == ExitCode.NO_SPACE

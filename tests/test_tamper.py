@@ -32,11 +32,12 @@ import pytest
 
 import memctl
 from memctl.errors import BadPassphrase, CorruptVault, ExitCode, MemctlError
+from memctl.store.db import CIPHER
 
 from .conftest import PASSPHRASE
 from .consistency import assert_clean_stderr, child_env, run_cli
 
-PAGE = 4096
+PAGE = CIPHER["page_size"]  # a vault made now
 FAST_SAMPLES = 120
 
 

@@ -57,6 +57,54 @@ def test_sqlcipher_settings_asserted(vault) -> None:
     assert conn.execute("PRAGMA cipher_version").fetchone()[0].startswith("4.")
     (raw,) = conn.execute("SELECT sql FROM sqlite_master WHERE name='records_fts'").fetchone()
     assert "porter" in raw
+    # the page layout of vaults made now, recorded in the header
+    assert conn.execute("PRAGMA cipher_page_size").fetchone()[0] == "16384"
+    assert conn.execute("PRAGMA cipher_hmac_algorithm").fetchone()[0] == "HMAC_SHA256"
+    assert vault.header.cipher == {"page_size": 16384, "hmac": "HMAC_SHA256"}
+
+
+def test_a_vault_of_the_older_page_layout_still_opens(
+    vault_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header without ``cipher`` (vaults made before it) means SQLCipher 4's own layout:
+    4 KiB pages, HMAC-SHA512. Such a vault opens, reads, writes, erases and backs up."""
+    from memctl.store import db as dbmod
+
+    old = vault_path.parent / "old"
+    monkeypatch.setattr(dbmod, "CIPHER", None)
+    memctl.init_vault(old, passphrase=PASSPHRASE, **FAST_KDF)
+    monkeypatch.undo()
+    assert "cipher" not in json.loads((old / "header.json").read_text())
+    with memctl.open_vault(old, passphrase=PASSPHRASE) as v:
+        assert v.conn.execute("PRAGMA cipher_page_size").fetchone()[0] == "4096"
+        assert v.conn.execute("PRAGMA cipher_hmac_algorithm").fetchone()[0] == "HMAC_SHA512"
+        rid = v.ingest("an old vault's note")
+        gone = v.ingest("an old vault's secret to erase")
+        v.erase([gone])
+        v.backup(vault_path.parent / "old-backup")
+    with memctl.open_vault(vault_path.parent / "old-backup", passphrase=PASSPHRASE) as b:
+        assert [r["id"] for r in b.list()] == [rid]
+        assert b.audit_verify()["ok"]
+
+
+def test_the_page_layout_is_authenticated_and_checked(vault_path: Path) -> None:
+    """``cipher`` is under the header's MAC: changed, the vault refuses to open (even to the
+    layout SQLCipher would read); malformed, it is CorruptVault before any key is tried."""
+    header = vault_path / "header.json"
+    good = header.read_text()
+    d = json.loads(good)
+    d["cipher"] = {"page_size": 4096, "hmac": "HMAC_SHA512"}
+    header.write_text(json.dumps(d))
+    with pytest.raises(CorruptVault):  # AuthenticationError is one
+        memctl.open_vault(vault_path, passphrase=PASSPHRASE)
+    for bad in ({"page_size": 1000, "hmac": "HMAC_SHA256"}, {"page_size": 16384}, "16k"):
+        d["cipher"] = bad
+        header.write_text(json.dumps(d))
+        with pytest.raises(CorruptVault, match="cipher"):
+            memctl.open_vault(vault_path, passphrase=PASSPHRASE)
+    header.write_text(good)
+    with memctl.open_vault(vault_path, passphrase=PASSPHRASE):
+        pass
 
 
 def test_no_plaintext_anywhere_on_disk(vault_path: Path) -> None:
@@ -109,7 +157,9 @@ def test_flipped_byte_in_index_is_detected(vault_path: Path) -> None:
         v.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db = vault_path / "index.db"
     data = bytearray(db.read_bytes())
-    data[4096 * 2 + 100] ^= 0xFF  # inside page 3
+    page = int(json.loads((vault_path / "header.json").read_text())["cipher"]["page_size"])
+    assert len(data) > 3 * page
+    data[page * 2 + 100] ^= 0xFF  # inside page 3
     db.write_bytes(bytes(data))
     with (
         pytest.raises(CorruptVault, match=r"index\.db"),
@@ -169,7 +219,7 @@ def test_passwd_rewraps_only(vault_path: Path) -> None:
         memctl.open_vault(vault_path, passphrase=PASSPHRASE)
     with memctl.open_vault(vault_path, passphrase="new passphrase") as v:
         assert v.get(rid)["text"] == "keep me"
-    assert (vault_path / "index.db").read_bytes()[:4096] == db_before[:4096]
+    assert (vault_path / "index.db").read_bytes()[:16384] == db_before[:16384]
 
 
 def test_key_file_slot_lifecycle(vault_path: Path, tmp_path: Path) -> None:

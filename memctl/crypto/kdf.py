@@ -55,6 +55,8 @@ class KdfParams:
             raise CorruptVault(f"{where}: KDF parameters are not an object")
         try:
             salt = base64.b64decode(d["salt"], validate=True)
+            if base64.b64encode(salt).decode() != d["salt"]:  # one spelling: see header.unb64
+                raise ValueError("non-canonical base64")
             name = d["name"]
             if name == "argon2id":
                 params = cls(

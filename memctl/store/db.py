@@ -1,8 +1,8 @@
 """Open the SQLCipher database with the settings memctl's format requires.
 
-Every connection: raw 256-bit key (SQLCipher's own KDF skipped), ``cipher_compatibility = 4``,
-WAL, ``secure_delete`` on (asserted: erasure depends on it), a busy timeout so processes can
-share the vault, foreign keys on.
+Every connection: raw 256-bit key (SQLCipher's own KDF skipped), ``cipher_compatibility = 4``
+with the vault's page layout (:data:`CIPHER`), WAL, ``secure_delete`` on (asserted: erasure
+depends on it), a busy timeout so processes can share the vault, foreign keys on.
 """
 
 from __future__ import annotations
@@ -14,6 +14,34 @@ from typing import Any
 from memctl.errors import CorruptVault, NoSpace, VaultBusy
 
 BUSY_TIMEOUT_MS = 30_000
+
+#: The page layout of vaults made now, recorded in the header (``cipher``): 16 KiB pages with
+#: an HMAC-SHA256 tag. SQLCipher's work is per page (an AES-CBC pass and an HMAC), and VACUUM,
+#: which erasure needs, decrypts and re-encrypts every page: on the 100k bench vault's 111 MB
+#: keyword database, 1.43-1.50 s against 2.23-2.50 s with SQLCipher 4's 4 KiB / HMAC-SHA512
+#: (docs/benchmarks.md). A header without ``cipher`` means those defaults (older vaults).
+CIPHER: dict[str, Any] | None = {"page_size": 16384, "hmac": "HMAC_SHA256"}
+_PAGE_SIZES = (4096, 8192, 16384, 32768, 65536)
+_HMACS = ("HMAC_SHA1", "HMAC_SHA256", "HMAC_SHA512")
+
+
+def new_vault_cipher() -> dict[str, Any] | None:
+    """The ``cipher`` entry of a vault made now (None: SQLCipher 4's layout)."""
+    return dict(CIPHER) if CIPHER is not None else None
+
+
+def check_cipher(cipher: Any) -> dict[str, Any] | None:
+    """A header's ``cipher`` entry, validated (CorruptVault otherwise); None: SQLCipher 4's."""
+    if cipher is None:
+        return None
+    if (
+        not isinstance(cipher, dict)
+        or set(cipher) != {"page_size", "hmac"}
+        or cipher["page_size"] not in _PAGE_SIZES
+        or cipher["hmac"] not in _HMACS
+    ):
+        raise CorruptVault("header.json: malformed cipher entry")
+    return dict(cipher)
 
 
 def _sqlcipher() -> Any:
@@ -45,8 +73,20 @@ def _connection_class() -> Any:
     return _CONNECTION
 
 
-def connect(path: Path, key: bytes, *, create: bool = False, readonly: bool = False) -> Any:
-    """Open (or create) ``index.db`` and prove the key works. Raises memctl errors."""
+def connect(
+    path: Path,
+    key: bytes,
+    *,
+    cipher: dict[str, Any] | None = None,
+    create: bool = False,
+    readonly: bool = False,
+) -> Any:
+    """Open (or create) ``index.db`` and prove the key works. Raises memctl errors.
+
+    ``cipher``: the vault's page layout (:data:`CIPHER`, from its header); None for SQLCipher
+    4's defaults. It must be the one the file was made with: any other fails like a wrong key.
+    """
+    cipher = check_cipher(cipher)
     from memctl.recall import rank
 
     sq = _sqlcipher()
@@ -73,6 +113,9 @@ def connect(path: Path, key: bytes, *, create: bool = False, readonly: bool = Fa
         conn.execute("PRAGMA cipher_log_level = NONE")
         conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
         conn.execute("PRAGMA cipher_compatibility = 4")
+        if cipher is not None:
+            conn.execute(f"PRAGMA cipher_page_size = {int(cipher['page_size'])}")
+            conn.execute(f"PRAGMA cipher_hmac_algorithm = {cipher['hmac']}")
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Reading the schema is the first access that needs the key: a wrong key, a truncated
         # file or a flipped byte in page 1 fails here.

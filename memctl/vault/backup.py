@@ -33,11 +33,14 @@ def backup(vault: Vault, dest: Path) -> dict[str, Any]:
     try:
         # A second connection holds the write lock so no writer commits to the database or the
         # journal meanwhile; the copy itself reads through the vault's own connection.
-        blocker = dbmod.connect(vault.path / INDEX_NAME, vault.keys.sqlcipher)
+        cipher = vault.header.cipher
+        blocker = dbmod.connect(vault.path / INDEX_NAME, vault.keys.sqlcipher, cipher=cipher)
         try:
             with vault.lock():
                 blocker.execute("BEGIN IMMEDIATE")
-                target = dbmod.connect(dest / INDEX_NAME, vault.keys.sqlcipher, create=True)
+                target = dbmod.connect(
+                    dest / INDEX_NAME, vault.keys.sqlcipher, cipher=cipher, create=True
+                )
                 try:
                     vault.conn.backup(target)
                     target.execute("PRAGMA wal_checkpoint(TRUNCATE)")

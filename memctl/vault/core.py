@@ -102,7 +102,9 @@ def init_vault(
     vault.parent.mkdir(parents=True, exist_ok=True)
     _mkdir_private(vault)
     master = new_master_key()
-    header = hdr.Header(vault_id=os.urandom(16), created_at=now_iso(), model=pin)
+    header = hdr.Header(
+        vault_id=os.urandom(16), created_at=now_iso(), model=pin, cipher=dbmod.new_vault_cipher()
+    )
     keys = VaultKeys(master, header.vault_id)
     _new_inbox_keypair(header, keys)
     header.add_passphrase_slot(master, secret, params)
@@ -110,7 +112,7 @@ def init_vault(
     try:
         for sub in ("journal", "inbox"):
             _mkdir_private(vault / sub)
-        conn = dbmod.connect(vault / INDEX_NAME, keys.sqlcipher, create=True)
+        conn = dbmod.connect(vault / INDEX_NAME, keys.sqlcipher, cipher=header.cipher, create=True)
         try:
             migrate(conn)
             _init_meta(conn, header)
@@ -243,7 +245,7 @@ class Vault:
         self._vectors: Any = None
         self._own_vectors: Any = None
         self._dek_wrap_key = keys.dek_wrap
-        self.conn = dbmod.connect(path / INDEX_NAME, keys.sqlcipher)
+        self.conn = dbmod.connect(path / INDEX_NAME, keys.sqlcipher, cipher=header.cipher)
         try:
             migrate(self.conn)
             self._finish_pending_erasure()

@@ -35,10 +35,15 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: Any, what: str) -> bytes:
+    """Strict base64: only the one spelling :func:`b64` writes (a flipped padding bit decodes
+    to the same bytes, and must read as damage)."""
     try:
-        return base64.b64decode(text, validate=True)
+        data = base64.b64decode(text, validate=True)
     except (binascii.Error, TypeError, ValueError):
         raise CorruptVault(f"{HEADER_NAME}: {what} is not valid base64") from None
+    if b64(data) != text:
+        raise CorruptVault(f"{HEADER_NAME}: {what} is not valid base64")
+    return data
 
 
 def now_iso() -> str:
@@ -108,6 +113,8 @@ class Header:
     inbox_public: bytes | None = None
     inbox_private_wrapped: bytes | None = None
     model: dict[str, Any] | None = None
+    #: index.db's page layout (memctl.store.db.CIPHER); None: SQLCipher 4's (older vaults)
+    cipher: dict[str, Any] | None = None
     public_mac: bytes = b""
     version: int = FORMAT_VERSION
 
@@ -126,7 +133,7 @@ class Header:
                 else None,
             },
             "model": self.model,
-        }
+        } | ({"cipher": self.cipher} if self.cipher is not None else {})
 
     def to_json(self) -> dict[str, Any]:
         d = self.public_fields()
@@ -171,7 +178,13 @@ class Header:
             public_mac = bytes.fromhex(d["public_mac"])
         except (KeyError, TypeError, ValueError):
             raise CorruptVault(f"{HEADER_NAME}: malformed vault id or MAC") from None
-        if len(vault_id) != 16 or len(public_mac) != 32:
+        # lowercase hex only, as written: a letter's case flipped is damage, not the same value
+        if (
+            len(vault_id) != 16
+            or len(public_mac) != 32
+            or vault_id.hex() != d["vault_id"]
+            or public_mac.hex() != d["public_mac"]
+        ):
             raise CorruptVault(f"{HEADER_NAME}: malformed vault id or MAC")
         slots_raw = d.get("keyslots")
         if not isinstance(slots_raw, list) or not 1 <= len(slots_raw) <= MAX_KEYSLOTS:
@@ -182,6 +195,9 @@ class Header:
         model = d.get("model")
         if model is not None and not isinstance(model, dict):
             raise CorruptVault(f"{HEADER_NAME}: malformed model entry")
+        from memctl.store.db import check_cipher
+
+        cipher = check_cipher(d.get("cipher"))
         header = cls(
             vault_id=vault_id,
             created_at=str(d.get("created_at", "")),
@@ -193,6 +209,7 @@ class Header:
             if inbox.get("private_wrapped")
             else None,
             model=model,
+            cipher=cipher,
             public_mac=public_mac,
             version=version,
         )
