@@ -13,6 +13,18 @@ from typing import Any
 
 from memctl.errors import CorruptVault, UsageError
 
+
+def b64decode_canonical(text: Any) -> bytes:
+    """Standard base64 in its one padded spelling only; ValueError otherwise (a flipped
+    padding bit decodes to the same bytes, and must read as damage)."""
+    import base64
+
+    data = base64.b64decode(text, validate=True)
+    if base64.b64encode(data).decode() != text:
+        raise ValueError("non-canonical base64")
+    return data
+
+
 SALT_LEN = 16
 KEY_LEN = 32
 
@@ -48,15 +60,12 @@ class KdfParams:
     @classmethod
     def from_json(cls, d: Any, *, where: str = "header") -> KdfParams:
         """Parse and bounds-check stored parameters. Raises :class:`CorruptVault`."""
-        import base64
         import binascii
 
         if not isinstance(d, dict):
             raise CorruptVault(f"{where}: KDF parameters are not an object")
         try:
-            salt = base64.b64decode(d["salt"], validate=True)
-            if base64.b64encode(salt).decode() != d["salt"]:  # one spelling: see header.unb64
-                raise ValueError("non-canonical base64")
+            salt = b64decode_canonical(d["salt"])
             name = d["name"]
             if name == "argon2id":
                 params = cls(

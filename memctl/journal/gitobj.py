@@ -248,8 +248,7 @@ def idx_layout_ok(head: bytes, size: int) -> bool:
     ``size``: a fan-out that never decreases and an object count the file has room for.
 
     libgit2 trusts the fan-out table: a flipped bit in it sends a lookup far past the end of
-    the mapped file (a segfault, not an error). This is the cheap check, run on every index
-    before libgit2 may read it; :func:`parse_idx` checks the checksum too.
+    the mapped file (a segfault, not an error). :func:`idx_intact` adds the checksum.
     """
     if len(head) < 8 + 1024 or head[:4] != IDX_MAGIC or head[4:8] != b"\0\0\0\2":
         return False
@@ -273,17 +272,12 @@ def idx_intact(data: bytes) -> bool:
 
 
 def parse_idx(data: bytes) -> PackIndex:
-    """Parse an idx v2, checking its own checksum; ValueError if it is not a valid one."""
-    if len(data) < 8 + 1024 + 40 or data[:4] != IDX_MAGIC or data[4:8] != b"\0\0\0\2":
-        raise ValueError("not a version 2 pack index")
-    if hashlib.sha1(data[:-20], usedforsecurity=False).digest() != data[-20:]:
-        raise ValueError("pack index checksum mismatch")
-    fanout = struct.unpack_from(">256I", data, 8)
-    n = fanout[255]
+    """Parse an idx v2, checking it first (:func:`idx_intact`); ValueError if it is not a
+    valid one."""
+    if not idx_intact(data):
+        raise ValueError("not an intact version 2 pack index (layout or checksum)")
+    n = struct.unpack_from(">I", data, 8 + 4 * 255)[0]
     pos = 8 + 1024
-    need = pos + n * 28 + 40
-    if len(data) < need:
-        raise ValueError("pack index is truncated")
     ids = [data[pos + 20 * i : pos + 20 * i + 20] for i in range(n)]
     pos += 20 * n
     crcs = list(struct.unpack_from(f">{n}I", data, pos))

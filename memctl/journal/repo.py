@@ -105,7 +105,7 @@ class Journal:
         self._head_cache: tuple[str, Manifest] | None = None
         self._trees: dict[bytes, gitobj.TreeEntries] = {}  # parsed upper trees, by id
         self._packs_seen: tuple[int, frozenset[str]] = (-1, frozenset())  # objects/pack state
-        self._indexes_ok: set[str] = set()  # pack indexes that passed gitobj.idx_layout_ok
+        self._indexes_ok: set[str] = set()  # pack indexes that passed gitobj.idx_intact
         #: fsync what each commit writes (objects, then the head). Off only for tests/benchmarks.
         self.durable = durable
         #: a commit with at least this many events is written as one packfile, else loose.

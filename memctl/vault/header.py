@@ -10,7 +10,6 @@ or the model pin cannot be swapped by someone without the passphrase. See docs/f
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 import secrets
@@ -22,6 +21,7 @@ from typing import Any
 from memctl.crypto import aead, kdf
 from memctl.crypto.keys import VaultKeys, keyfile_kek, mac
 from memctl.errors import AuthenticationError, BadPassphrase, CorruptVault, UsageError
+from memctl.store.db import check_cipher
 
 FORMAT = "memctl-vault"
 FORMAT_VERSION = 1
@@ -35,15 +35,11 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: Any, what: str) -> bytes:
-    """Strict base64: only the one spelling :func:`b64` writes (a flipped padding bit decodes
-    to the same bytes, and must read as damage)."""
+    """Strict base64: only the one spelling :func:`b64` writes."""
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, TypeError, ValueError):
+        return kdf.b64decode_canonical(text)
+    except (TypeError, ValueError):  # binascii.Error is a ValueError
         raise CorruptVault(f"{HEADER_NAME}: {what} is not valid base64") from None
-    if b64(data) != text:
-        raise CorruptVault(f"{HEADER_NAME}: {what} is not valid base64")
-    return data
 
 
 def now_iso() -> str:
@@ -195,8 +191,6 @@ class Header:
         model = d.get("model")
         if model is not None and not isinstance(model, dict):
             raise CorruptVault(f"{HEADER_NAME}: malformed model entry")
-        from memctl.store.db import check_cipher
-
         cipher = check_cipher(d.get("cipher"))
         header = cls(
             vault_id=vault_id,
